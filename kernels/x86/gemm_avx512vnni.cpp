@@ -1,0 +1,260 @@
+// gemm_avx512vnni.cpp: gemm_u8s8s32_6x64c4__avx512vnni and gemm_u8s4s32_6x64c8__avx512vnni.
+// Built with -mavx512f -mavx512bw -mavx512vl -mavx512vnni -ffp-contract=off (this file only).
+//
+// Micro-kernel: MR (<= 6) rows x NB (<= 4) blocks of 16 channels held in 24 zmm accumulators
+// for the whole K; per group of 4 k, the A bytes of a row are broadcast as one dword and
+// vpdpbusd (u8 x s8, 4 products summed into an int32 lane, wrapping) updates the NB blocks.
+// int4: a 64-byte group holds 16 channels x 8 k as offset nibbles (W + 8 in [0, 15]), unpacked
+// with and / shift / and into two s8 vectors (k 0..3 low nibbles, k 4..7 high nibbles).
+// Epilogue: acc + za*(K*zw - colsum) - zw*rowsum(A), then the GemmArgs epilogue (gemm.h).
+// GCC 12 false positive inside avx512fintrin.h (the `__Y = __Y` idiom, GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/gemm_kernel.h"
+
+// Loops over the MR x NB accumulators must be unrolled before GCC's scalar replacement of
+// aggregates runs, or the accumulator array lives on the stack (GCC 12: a load and a store
+// per vpdpbusd). `#pragma GCC unroll` unrolls them early enough.
+#define REPARQ_UNROLL _Pragma("GCC unroll 16")
+
+namespace reparq {
+namespace detail {
+namespace {
+
+constexpr int kMR = 6;
+constexpr int kBlock = kVnniBlock;
+constexpr int kMaxNB = kVnniPanelBlocks;
+
+inline std::int32_t load_a4(const std::uint8_t* p) {
+  std::int32_t v;
+  std::memcpy(&v, p, 4);
+  return v;
+}
+
+struct PanelCtx {
+  const GemmArgs* args;
+  const PackedWeights* w;
+  const std::int32_t* rowsum;
+  const std::int8_t* wp;  // panel start in packed data
+  int n0;                 // first channel of the panel
+  int nb;                 // blocks in the panel
+};
+
+template <int MR, int NB>
+inline void epilogue(const PanelCtx& c, int m0, const std::int32_t* acc_buf) {
+  const GemmArgs& args = *c.args;
+  __m512i acc[MR][NB];
+  REPARQ_UNROLL for (int i = 0; i < MR; ++i)
+    REPARQ_UNROLL for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_load_si512(acc_buf + (i * NB + j) * 16);
+  const PackedWeights& w = *c.w;
+  __mmask16 mask[NB];
+  __m512i corr[NB], zwv[NB];
+  const __m512i za = _mm512_set1_epi32(args.za);
+  REPARQ_UNROLL for (int j = 0; j < NB; ++j) {
+    const int n = c.n0 + j * kBlock;
+    const int valid = std::min(kBlock, w.n - n);
+    mask[j] = valid >= kBlock ? static_cast<__mmask16>(0xFFFF)
+                              : static_cast<__mmask16>((1u << valid) - 1u);
+    corr[j] = _mm512_mullo_epi32(za, _mm512_loadu_si512(w.kzw_csum.data() + n));
+    zwv[j] = _mm512_loadu_si512(w.zw.data() + n);
+  }
+  REPARQ_UNROLL for (int i = 0; i < MR; ++i) {
+    REPARQ_UNROLL for (int j = 0; j < NB; ++j) {
+      acc[i][j] = _mm512_add_epi32(acc[i][j], corr[j]);
+      if (c.rowsum != nullptr) {
+        const __m512i rs = _mm512_set1_epi32(c.rowsum[m0 + i]);
+        acc[i][j] = _mm512_sub_epi32(acc[i][j], _mm512_mullo_epi32(zwv[j], rs));
+      }
+    }
+  }
+  if (args.epilogue == Epilogue::Int32) {
+    std::int32_t* out = static_cast<std::int32_t*>(args.out);
+    REPARQ_UNROLL for (int i = 0; i < MR; ++i) {
+      REPARQ_UNROLL for (int j = 0; j < NB; ++j) {
+        _mm512_mask_storeu_epi32(out + (m0 + i) * args.ldo + c.n0 + j * kBlock, mask[j],
+                                 acc[i][j]);
+      }
+    }
+    return;
+  }
+  __m512 scale[NB], bias[NB];
+  const __m512 sa = _mm512_set1_ps(args.sa);
+  REPARQ_UNROLL for (int j = 0; j < NB; ++j) {
+    const int n = c.n0 + j * kBlock;
+    scale[j] = _mm512_mul_ps(sa, _mm512_maskz_loadu_ps(mask[j], args.sw + n));
+    bias[j] = args.bias != nullptr ? _mm512_maskz_loadu_ps(mask[j], args.bias + n)
+                                   : _mm512_setzero_ps();
+  }
+  if (args.epilogue == Epilogue::Float) {
+    float* out = static_cast<float*>(args.out);
+    REPARQ_UNROLL for (int i = 0; i < MR; ++i) {
+      REPARQ_UNROLL for (int j = 0; j < NB; ++j) {
+        const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][j]), scale[j]),
+                                       bias[j]);
+        _mm512_mask_storeu_ps(out + (m0 + i) * args.ldo + c.n0 + j * kBlock, mask[j], y);
+      }
+    }
+    return;
+  }
+  std::uint8_t* out = static_cast<std::uint8_t*>(args.out);
+  const __m512 inv_so = _mm512_set1_ps(args.inv_so);
+  const __m512 lo = _mm512_set1_ps(-65536.0f), hi = _mm512_set1_ps(65536.0f);
+  const __m512i zo = _mm512_set1_epi32(args.zo);
+  const __m512i qmin = _mm512_setzero_si512();
+  const __m512i qmax = _mm512_set1_epi32((1 << args.out_bits) - 1);
+  REPARQ_UNROLL for (int i = 0; i < MR; ++i) {
+    REPARQ_UNROLL for (int j = 0; j < NB; ++j) {
+      const __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc[i][j]), scale[j]),
+                                     bias[j]);
+      __m512 t = _mm512_mul_ps(y, inv_so);
+      t = _mm512_max_ps(t, lo);  // (t > lo) ? t : lo, NaN -> lo
+      t = _mm512_min_ps(t, hi);  // (t < hi) ? t : hi
+      __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(t), zo);  // nearest-even (MXCSR default)
+      q = _mm512_min_epi32(_mm512_max_epi32(q, qmin), qmax);
+      _mm_mask_storeu_epi8(out + (m0 + i) * args.ldo + c.n0 + j * kBlock, mask[j],
+                           _mm512_cvtepi32_epi8(q));
+    }
+  }
+}
+
+// The K loop alone, in its own function with one simple loop: with the epilogue or a K-tail
+// block in the same body, GCC 12 kept a copy of the accumulators on the stack (a store per
+// vpdpbusd). Runs n_groups groups of k (4 for int8, 8 for int4) and adds them to the MR x NB
+// accumulators in acc_buf (zeroed first when `init`).
+template <int MR, int NB, bool kInt4>
+__attribute__((noinline)) void accumulate(const std::uint8_t* a, std::int64_t lda,
+                                          const std::int8_t* wq, int n_groups,
+                                          std::int32_t* acc_buf, bool init) {
+  constexpr int kGroup = kInt4 ? 8 : 4;
+  __m512i acc[MR][NB];
+  REPARQ_UNROLL for (int i = 0; i < MR; ++i) {
+    REPARQ_UNROLL for (int j = 0; j < NB; ++j) {
+      acc[i][j] = init ? _mm512_setzero_si512() : _mm512_load_si512(acc_buf + (i * NB + j) * 16);
+    }
+  }
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int g = 0; g < n_groups; ++g, a += kGroup, wq += NB * 64) {
+    __m512i wv[NB];
+    if constexpr (kInt4) {
+      // k 0..3 of the group: low nibbles; k 4..7: high nibbles.
+      REPARQ_UNROLL for (int j = 0; j < NB; ++j) wv[j] = _mm512_and_si512(_mm512_load_si512(wq + j * 64), low4);
+      REPARQ_UNROLL for (int i = 0; i < MR; ++i) {
+        const __m512i av = _mm512_set1_epi32(load_a4(a + i * lda));
+        REPARQ_UNROLL for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, wv[j]);
+      }
+      REPARQ_UNROLL for (int j = 0; j < NB; ++j) {
+        wv[j] = _mm512_and_si512(_mm512_srli_epi16(_mm512_load_si512(wq + j * 64), 4), low4);
+      }
+      REPARQ_UNROLL for (int i = 0; i < MR; ++i) {
+        const __m512i av = _mm512_set1_epi32(load_a4(a + i * lda + 4));
+        REPARQ_UNROLL for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, wv[j]);
+      }
+    } else {
+      REPARQ_UNROLL for (int j = 0; j < NB; ++j) wv[j] = _mm512_load_si512(wq + j * 64);
+      REPARQ_UNROLL for (int i = 0; i < MR; ++i) {
+        const __m512i av = _mm512_set1_epi32(load_a4(a + i * lda));
+        REPARQ_UNROLL for (int j = 0; j < NB; ++j) acc[i][j] = _mm512_dpbusd_epi32(acc[i][j], av, wv[j]);
+      }
+    }
+  }
+  REPARQ_UNROLL for (int i = 0; i < MR; ++i)
+    REPARQ_UNROLL for (int j = 0; j < NB; ++j) _mm512_store_si512(acc_buf + (i * NB + j) * 16, acc[i][j]);
+}
+
+// One MR x (16*NB) output tile: whole groups of k straight from A, then the K tail (if any)
+// from a zero-padded copy of the last partial group of each row (never reading past a row).
+template <int MR, int NB, bool kInt4>
+void tile(const PanelCtx& c, int m0) {
+  constexpr int kGroup = kInt4 ? 8 : 4;
+  const std::uint8_t* a = c.args->a + m0 * c.args->lda;
+  const std::int64_t lda = c.args->lda;
+  const int K = c.w->k;
+  const int full = K / kGroup;
+  alignas(64) std::int32_t acc[MR * NB * 16];
+  accumulate<MR, NB, kInt4>(a, lda, c.wp, full, acc, true);
+  const int rest = K - full * kGroup;
+  if (rest > 0) {
+    std::uint8_t a_tail[MR * kGroup] = {};
+    for (int i = 0; i < MR; ++i) std::memcpy(a_tail + i * kGroup, a + i * lda + full * kGroup, rest);
+    accumulate<MR, NB, kInt4>(a_tail, kGroup, c.wp + static_cast<std::int64_t>(full) * NB * 64, 1,
+                              acc, false);
+  }
+  epilogue<MR, NB>(c, m0, acc);
+}
+
+using TileFn = void (*)(const PanelCtx&, int);
+
+template <bool kInt4, int MR>
+constexpr TileFn tile_for_nb(int nb) {
+  switch (nb) {
+    case 1: return tile<MR, 1, kInt4>;
+    case 2: return tile<MR, 2, kInt4>;
+    case 3: return tile<MR, 3, kInt4>;
+    default: return tile<MR, 4, kInt4>;
+  }
+}
+
+template <bool kInt4>
+TileFn tile_for(int mr, int nb) {
+  switch (mr) {
+    case 1: return tile_for_nb<kInt4, 1>(nb);
+    case 2: return tile_for_nb<kInt4, 2>(nb);
+    case 3: return tile_for_nb<kInt4, 3>(nb);
+    case 4: return tile_for_nb<kInt4, 4>(nb);
+    case 5: return tile_for_nb<kInt4, 5>(nb);
+    default: return tile_for_nb<kInt4, 6>(nb);
+  }
+}
+
+template <bool kInt4>
+void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
+  const PackedWeights& w = *call.w;
+  PanelCtx c;
+  c.args = call.args;
+  c.w = &w;
+  c.rowsum = call.rowsum;
+  c.wp = w.data.get() + panel_index * w.panel_bytes;
+  c.n0 = panel_index * w.panel_n;
+  const int n_blocks = (w.n - c.n0 + kBlock - 1) / kBlock;
+  c.nb = std::min(kMaxNB, n_blocks);
+  const TileFn full = tile_for<kInt4>(kMR, c.nb);
+  int m = m_begin;
+  for (; m + kMR <= m_end; m += kMR) full(c, m);
+  if (m < m_end) tile_for<kInt4>(m_end - m, c.nb)(c, m);
+}
+
+void rowsum(const std::uint8_t* a, std::int64_t lda, int m, int k, std::int32_t* out) {
+  for (int i = 0; i < m; ++i) {
+    const std::uint8_t* row = a + i * lda;
+    __m512i s = _mm512_setzero_si512();
+    int j = 0;
+    for (; j + 64 <= k; j += 64) {
+      s = _mm512_add_epi64(s, _mm512_sad_epu8(_mm512_loadu_si512(row + j), _mm512_setzero_si512()));
+    }
+    if (j < k) {
+      const __mmask64 tail = (~0ULL) >> (64 - (k - j));
+      s = _mm512_add_epi64(
+          s, _mm512_sad_epu8(_mm512_maskz_loadu_epi8(tail, row + j), _mm512_setzero_si512()));
+    }
+    out[i] = static_cast<std::int32_t>(_mm512_reduce_add_epi64(s));
+  }
+}
+
+}  // namespace
+
+GemmIsaKernels gemm_kernels_avx512vnni() {
+  GemmIsaKernels k;
+  k.panel_int8 = panel<false>;
+  k.panel_int4 = panel<true>;
+  k.rowsum = rowsum;
+  k.name_int8 = "gemm_u8s8s32_6x64c4__avx512vnni";
+  k.name_int4 = "gemm_u8s4s32_6x64c8__avx512vnni";
+  return k;
+}
+
+}  // namespace detail
+}  // namespace reparq
