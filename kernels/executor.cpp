@@ -1,0 +1,473 @@
+// executor.cpp: the integer ViT executor (docs/FORMAT.md, "The forward pass the executor runs").
+//
+// Per block, for a batch of B images (T tokens, D dims, heads of hd):
+//   LN1 (+ residual of the previous block, fused) -> u8 codes       row ops, parallel over rows
+//   qkv GEMM (float) -> q codes [B*T, D], k values per head [T, hd], v^T per head [hd, T]
+//   attention per (image, head): pack k, S = q k^T (GEMM, float), softmax -> LUT levels,
+//       pack v^T, O = levels x v (GEMM, u8 epilogue = proj.input codes)   parallel over pairs
+//   proj GEMM (float); x += proj; LN2 -> codes; fc1 GEMM (float); GELU -> codes; fc2 GEMM;
+//   x += fc2 (fused into the next LayerNorm).
+// The last block only needs the class token after attention: its query rows, proj and MLP run
+// on the class token alone (rows are independent, so the logits are unchanged).
+// Float row ops come from kernels/vit_ops.h (bit-identical on every ISA); GEMMs are bit-exact
+// by contract (kernels/gemm.h); every output element is computed by the same arithmetic
+// whatever the batch, thread count or task split, so logits are bit-identical across them.
+#include "kernels/executor.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "kernels/error.h"
+#include "kernels/gemm.h"
+#include "kernels/threadpool.h"
+#include "kernels/vit_ops.h"
+
+namespace reparq {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Linear {
+  const QLinear* q = nullptr;
+  PackedWeights w;
+};
+
+struct Block {
+  Linear qkv, proj, fc1, fc2;
+  AttnCoder coder;
+  AttnCoder::View coder_view{};
+  std::vector<float> sk;          // T copies of k.scale (the S GEMM's per-"channel" scales)
+  std::vector<float> sv;          // hd copies of v.scale
+  std::vector<int32_t> zk;        // T copies of k.zero - 2^(kbits-1)
+  std::vector<int32_t> zv;        // hd copies of v.zero - 2^(vbits-1)
+};
+
+template <class T>
+void grow(std::vector<T>& v, size_t n) {
+  if (v.size() < n) v.resize(n);
+}
+
+}  // namespace
+
+enum Stage : int {
+  kPatch, kLn1, kQkvGemm, kQkvSplit, kAttn, kProjGemm, kLn2, kFc1Gemm, kGelu, kFc2Gemm, kHead, kStages
+};
+static const char* const kStageNames[kStages] = {
+    "patch_embed", "ln1+quant", "qkv_gemm", "qkv_split+quant", "attention", "proj_gemm",
+    "residual+ln2+quant", "fc1_gemm", "gelu+quant", "fc2_gemm", "final_ln+head"};
+
+struct Executor::Impl {
+  QuantModel m;
+  Isa isa;
+  int threads;
+  std::unique_ptr<ThreadPool> pool;
+  const VitRowOps* ops = nullptr;
+  int64_t T = 0, D = 0, H = 0, P = 0, hd = 0, NP = 0;  // tokens, dim, mlp, patch len, head dim, patches
+  float eps = 0, inv_sqrt_hd = 0;
+  Linear patch, head;
+  std::vector<Block> blocks;
+
+  // Workspace (grows to the largest batch seen).
+  int64_t cap = 0;
+  std::vector<uint8_t> im2col;     // B*NP x P
+  std::vector<float> x;            // B*T x D residual stream
+  std::vector<float> y;            // B*T x max(3D, H, D) GEMM float outputs
+  std::vector<uint8_t> a;          // B*T x D codes (LN outputs, attention output)
+  std::vector<uint8_t> hcodes;     // B*T x H codes (GELU output)
+  std::vector<uint8_t> qcodes;     // B*T x D
+  std::vector<int8_t> kvals;       // B*T x D: k code - 2^(kbits-1)
+  std::vector<int8_t> vvals;       // B*T x D: v code - 2^(vbits-1)
+  std::vector<uint8_t> cls_codes;  // B x D
+  // Attention scratch, one slot per task.
+  int slots = 0;
+  std::vector<float> scores;       // slots x T x T
+  std::vector<uint8_t> levels;     // slots x T x T
+  std::vector<int8_t> khead;       // slots x T x hd: one head's k, contiguous
+  std::vector<int8_t> vthead;      // slots x hd x T: one head's v, transposed
+
+  bool profile = false;
+  double stage_s[kStages] = {};
+  int64_t profiled_images = 0;
+
+  void check_model();
+  void ensure(int64_t batch);
+  void run(const uint8_t* pixels, int64_t batch, float* logits);
+  void gemm_float(const Linear& l, const uint8_t* a_codes, int64_t lda, int64_t rows, float* out, int64_t ldo);
+  template <class F>
+  void rows_parallel(int64_t rows, int64_t grain, F&& f);
+  void attention(const Block& b, const QBlock& qb, int64_t batch, bool cls_only);
+};
+
+template <class F>
+void Executor::Impl::rows_parallel(int64_t rows, int64_t grain, F&& f) {
+  const int64_t n_tasks = (rows + grain - 1) / grain;
+  auto task = [&](int t) {
+    const int64_t r0 = int64_t(t) * grain, r1 = std::min(rows, r0 + grain);
+    for (int64_t r = r0; r < r1; ++r) f(r);
+  };
+  if (pool->size() > 1 && n_tasks > 1) {
+    pool->parallel_for(int(n_tasks), task);
+  } else {
+    for (int t = 0; t < n_tasks; ++t) task(t);
+  }
+}
+
+void Executor::Impl::gemm_float(const Linear& l, const uint8_t* a_codes, int64_t lda, int64_t rows,
+                                float* out, int64_t ldo) {
+  GemmArgs g;
+  g.m = int(rows);
+  g.a = a_codes;
+  g.lda = lda;
+  g.za = l.q->input.zero;
+  g.epilogue = Epilogue::Float;
+  g.out = out;
+  g.ldo = ldo;
+  g.sa = l.q->input.scale;
+  g.sw = l.q->w_scale.data();
+  g.bias = l.q->bias.data();
+  gemm(l.w, g, pool.get());
+}
+
+void Executor::Impl::check_model() {
+  const QuantModel& q = m;
+  auto fail = [](const std::string& msg) { throw InputError("executor: " + msg); };
+  if (q.dim <= 0 || q.heads <= 0 || q.dim % q.heads != 0) fail("embed_dim must be a positive multiple of num_heads");
+  if (q.patch <= 0 || q.image_size <= 0 || q.image_size % q.patch != 0) fail("image_size must be a multiple of patch_size");
+  if (q.in_chans <= 0 || q.mlp_hidden <= 0 || q.num_classes <= 0) fail("in_chans, mlp_hidden and num_classes must be positive");
+  if (q.depth != int64_t(q.blocks.size()) || q.depth <= 0) fail("depth does not match the number of blocks");
+  if (!(q.ln_eps > 0)) fail("ln_eps must be positive");
+  const int64_t D = q.dim, T = q.tokens(), Hh = q.mlp_hidden, Pp = q.in_chans * q.patch * q.patch;
+  auto vec = [&](const std::vector<float>& v, int64_t n, const std::string& name) {
+    if (int64_t(v.size()) != n) fail(name + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(n));
+  };
+  auto lin = [&](const QLinear& l, int64_t out, int64_t in, const std::string& name) {
+    if (l.out != out || l.in != in) fail(name + " is " + std::to_string(l.out) + "x" + std::to_string(l.in) + ", expected " + std::to_string(out) + "x" + std::to_string(in));
+    if (int64_t(l.w.size()) != out * in || int64_t(l.w_zero.size()) != out) fail(name + " weights or zero points have the wrong size");
+    vec(l.w_scale, out, name + ".weight_scale");
+    vec(l.bias, out, name + ".bias");
+    if (l.wbits < 2 || l.wbits > 8) fail(name + " has " + std::to_string(l.wbits) + "-bit weights");
+    if (l.input.bits < 2 || l.input.bits > 8 || l.input.zero < 0 || l.input.zero > l.input.qmax() || !(l.input.scale > 0))
+      fail(name + ".input quantizer is invalid");
+  };
+  lin(q.patch_embed, D, Pp, "patch_embed");
+  if (q.patch_embed.input.bits != 8 || q.patch_embed.input.zero != 0)
+    fail("patch_embed.input must be 8-bit with zero point 0 (raw pixels)");
+  vec(q.cls_token, D, "cls_token");
+  vec(q.pos_embed, T * D, "pos_embed");
+  for (size_t i = 0; i < q.blocks.size(); ++i) {
+    const QBlock& b = q.blocks[i];
+    const std::string p = "blocks." + std::to_string(i) + ".";
+    vec(b.ln1_w, D, p + "norm1.weight");
+    vec(b.ln1_b, D, p + "norm1.bias");
+    vec(b.ln2_w, D, p + "norm2.weight");
+    vec(b.ln2_b, D, p + "norm2.bias");
+    lin(b.qkv, 3 * D, D, p + "attn.qkv");
+    lin(b.proj, D, D, p + "attn.proj");
+    lin(b.fc1, Hh, D, p + "mlp.fc1");
+    lin(b.fc2, D, Hh, p + "mlp.fc2");
+    for (const ActQuant* a : {&b.q, &b.k, &b.v})
+      if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0))
+        fail(p + "attn q/k/v quantizer is invalid");
+    if (T > gemm_max_k(8, 8)) fail("too many tokens for int32 accumulation of attention x V");
+  }
+  vec(q.norm_w, D, "norm.weight");
+  vec(q.norm_b, D, "norm.bias");
+  lin(q.head, q.num_classes, D, "head");
+}
+
+static Linear make_linear(const QLinear& q, Isa isa) {
+  Linear l;
+  l.q = &q;
+  const int bits = q.wbits <= 4 ? 4 : 8;
+  l.w = pack_weights(q.w.data(), int(q.out), int(q.in), bits, q.w_zero.data(), isa, q.input.bits);
+  return l;
+}
+
+void Executor::Impl::ensure(int64_t batch) {
+  if (batch <= cap) return;
+  const int64_t rows = batch * T;
+  grow(im2col, size_t(batch * NP * P));
+  grow(x, size_t(rows * D));
+  grow(y, size_t(rows * std::max({3 * D, H, D})));
+  grow(a, size_t(rows * D));
+  grow(hcodes, size_t(rows * H));
+  grow(qcodes, size_t(rows * D));
+  grow(kvals, size_t(rows * D));
+  grow(vvals, size_t(rows * D));
+  grow(cls_codes, size_t(batch * D));
+  slots = int(std::min<int64_t>(batch * m.heads, 4 * int64_t(threads)));
+  grow(scores, size_t(slots * T * T));
+  grow(levels, size_t(slots * T * T));
+  grow(khead, size_t(slots * T * hd));
+  grow(vthead, size_t(slots * T * hd));
+  cap = batch;
+}
+
+void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch, bool cls_only) {
+  const int64_t heads = m.heads;
+  const int64_t pairs = batch * heads;
+  const int n_slots = int(std::min<int64_t>(pairs, slots));
+  const int64_t mq = cls_only ? 1 : T;  // query rows needed
+  const QuantParams po = quant_params(qb.proj.input);
+  auto task = [&](int slot) {
+    float* sc = scores.data() + int64_t(slot) * T * T;
+    uint8_t* lv = levels.data() + int64_t(slot) * T * T;
+    int8_t* kh = khead.data() + int64_t(slot) * T * hd;
+    int8_t* vt = vthead.data() + int64_t(slot) * T * hd;
+    // Static split of the (image, head) pairs over the slots: results do not depend on it.
+    const int64_t p0 = pairs * slot / n_slots, p1 = pairs * (slot + 1) / n_slots;
+    for (int64_t pr = p0; pr < p1; ++pr) {
+      const int64_t b = pr / heads, h = pr % heads;
+      const int64_t base = b * T * D + h * hd;
+      for (int64_t t = 0; t < T; ++t) {
+        std::memcpy(kh + t * hd, kvals.data() + base + t * D, size_t(hd));
+        const int8_t* vr = vvals.data() + base + t * D;
+        for (int64_t d = 0; d < hd; ++d) vt[d * T + t] = vr[d];
+      }
+      // S = (q - zq)(k - zk)^T * (sq*sk): k is the weights operand.
+      const PackedWeights kw = pack_weights(kh, int(T), int(hd), 8, blk.zk.data(), isa, qb.q.bits);
+      GemmArgs g;
+      g.m = int(mq);
+      g.a = qcodes.data() + base;
+      g.lda = D;
+      g.za = qb.q.zero;
+      g.epilogue = Epilogue::Float;
+      g.out = sc;
+      g.ldo = T;
+      g.sa = qb.q.scale;
+      g.sw = blk.sk.data();
+      gemm(kw, g, nullptr);
+      for (int64_t i = 0; i < mq; ++i) ops->softmax_levels(sc + i * T, int(T), inv_sqrt_hd, &blk.coder_view, lv + i * T);
+      // O = levels x (v - zv), * (lut_scale*sv), quantized with proj.input (u8 epilogue).
+      const PackedWeights vw = pack_weights(vt, int(hd), int(T), 8, blk.zv.data(), isa, 8);
+      GemmArgs o;
+      o.m = int(mq);
+      o.a = lv;
+      o.lda = T;
+      o.za = 0;
+      o.epilogue = Epilogue::Uint8;
+      o.out = a.data() + base;
+      o.ldo = D;
+      o.sa = qb.attn.lut_scale;
+      o.sw = blk.sv.data();
+      o.inv_so = po.inv_scale;
+      o.zo = po.zero;
+      o.out_bits = qb.proj.input.bits;
+      gemm(vw, o, nullptr);
+    }
+  };
+  if (pool->size() > 1 && n_slots > 1) {
+    pool->parallel_for(n_slots, task);
+  } else {
+    for (int s = 0; s < n_slots; ++s) task(s);
+  }
+}
+
+void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
+  if (batch <= 0) return;
+  if (pixels == nullptr || logits == nullptr) throw UsageError("Executor::run: null pixels or logits");
+  ensure(batch);
+  const int64_t S = m.image_size, p = m.patch, C = m.in_chans, gw = S / p;
+  auto t0 = Clock::now();
+  auto lap = [&](Stage s) {
+    if (!profile) return;
+    const auto t1 = Clock::now();
+    stage_s[s] += std::chrono::duration<double>(t1 - t0).count();
+    t0 = t1;
+  };
+
+  // 1. Patch embedding: im2col of raw pixels in (channel, y, x) order, GEMM, cls + pos.
+  rows_parallel(batch * NP, 16, [&](int64_t r) {
+    const int64_t b = r / NP, i = r % NP, py = i / gw, px = i % gw;
+    const uint8_t* img = pixels + b * S * S;
+    uint8_t* dst = im2col.data() + r * P;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t yy = 0; yy < p; ++yy) {
+        std::memcpy(dst, img + (py * p + yy) * S + px * p, size_t(p));
+        dst += p;
+      }
+  });
+  gemm_float(patch, im2col.data(), P, batch * NP, y.data(), D);
+  rows_parallel(batch * T, 16, [&](int64_t r) {
+    const int64_t b = r / T, t = r % T;
+    float* xr = x.data() + r * D;
+    const float* pos = m.pos_embed.data() + t * D;
+    const float* src = t == 0 ? m.cls_token.data() : y.data() + (b * NP + t - 1) * D;
+    for (int64_t j = 0; j < D; ++j) xr[j] = src[j] + pos[j];
+  });
+  lap(kPatch);
+
+  const int64_t rows = batch * T;
+  for (size_t bi = 0; bi < blocks.size(); ++bi) {
+    const Block& blk = blocks[bi];
+    const QBlock& qb = m.blocks[bi];
+    const bool last = bi + 1 == blocks.size();
+
+    // LN1 -> codes (the previous block's fc2 residual was added already).
+    {
+      const QuantParams qp = quant_params(qb.qkv.input);
+      rows_parallel(rows, 8, [&](int64_t r) {
+        ops->layernorm_quant(x.data() + r * D, int(D), qb.ln1_w.data(), qb.ln1_b.data(), eps, qp, a.data() + r * D);
+      });
+    }
+    lap(kLn1);
+    gemm_float(blk.qkv, a.data(), D, rows, y.data(), 3 * D);
+    lap(kQkvGemm);
+    // Split into q codes, k and v values (code - 2^(bits-1)), all [rows, D].
+    {
+      const QuantParams pq = quant_params(qb.q), pk = quant_params(qb.k), pv = quant_params(qb.v);
+      const int32_t ko = 1 << (qb.k.bits - 1), vo = 1 << (qb.v.bits - 1);
+      rows_parallel(rows, 8, [&](int64_t r) {
+        const float* yr = y.data() + r * 3 * D;
+        ops->quant_row(yr, int(D), pq, qcodes.data() + r * D);
+        ops->quant_row_s8(yr + D, int(D), pk, ko, kvals.data() + r * D);
+        ops->quant_row_s8(yr + 2 * D, int(D), pv, vo, vvals.data() + r * D);
+      });
+    }
+    lap(kQkvSplit);
+    attention(blk, qb, batch, last);
+    lap(kAttn);
+
+    // The last block continues with the class tokens only (rows b*T, stride T*D).
+    const int64_t n_rows = last ? batch : rows;
+    const int64_t row_step = last ? T : 1;
+    gemm_float(blk.proj, a.data(), row_step * D, n_rows, y.data(), D);
+    lap(kProjGemm);
+    {
+      const QuantParams qp = quant_params(qb.fc1.input);
+      rows_parallel(n_rows, 8, [&](int64_t r) {
+        float* xr = x.data() + r * row_step * D;
+        const float* yr = y.data() + r * D;
+        for (int64_t j = 0; j < D; ++j) xr[j] = xr[j] + yr[j];
+        ops->layernorm_quant(xr, int(D), qb.ln2_w.data(), qb.ln2_b.data(), eps, qp, a.data() + r * D);
+      });
+    }
+    lap(kLn2);
+    gemm_float(blk.fc1, a.data(), D, n_rows, y.data(), H);
+    lap(kFc1Gemm);
+    {
+      const QuantParams qp = quant_params(qb.fc2.input);
+      rows_parallel(n_rows, 4, [&](int64_t r) {
+        ops->gelu_quant(y.data() + r * H, int(H), qp, hcodes.data() + r * H);
+      });
+    }
+    lap(kGelu);
+    gemm_float(blk.fc2, hcodes.data(), H, n_rows, y.data(), D);
+    lap(kFc2Gemm);
+    rows_parallel(n_rows, 16, [&](int64_t r) {
+      float* xr = x.data() + r * row_step * D;
+      const float* yr = y.data() + r * D;
+      for (int64_t j = 0; j < D; ++j) xr[j] = xr[j] + yr[j];
+    });
+    lap(kFc2Gemm);
+  }
+
+  // 3. Final LayerNorm of the class tokens -> head.
+  {
+    const QuantParams qp = quant_params(m.head.input);
+    for (int64_t b = 0; b < batch; ++b)
+      ops->layernorm_quant(x.data() + b * T * D, int(D), m.norm_w.data(), m.norm_b.data(), eps, qp,
+                           cls_codes.data() + b * D);
+    gemm_float(head, cls_codes.data(), D, batch, logits, m.num_classes);
+  }
+  lap(kHead);
+  if (profile) profiled_images += batch;
+}
+
+Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Impl) {
+  if (threads < 1) throw UsageError("executor: threads must be >= 1, got " + std::to_string(threads));
+  if (!isa_available(isa)) throw UsageError(std::string("executor: this CPU or build lacks ISA ") + isa_name(isa));
+  Impl& I = *impl_;
+  I.m = model;
+  I.isa = isa;
+  I.threads = threads;
+  I.check_model();
+  const QuantModel& m = I.m;
+  I.ops = &vit_row_ops(isa);
+  I.T = m.tokens();
+  I.D = m.dim;
+  I.H = m.mlp_hidden;
+  I.P = m.in_chans * m.patch * m.patch;
+  I.hd = m.head_dim();
+  I.NP = I.T - 1;
+  I.eps = static_cast<float>(m.ln_eps);
+  I.inv_sqrt_hd = 1.0f / std::sqrt(static_cast<float>(I.hd));
+  I.patch = make_linear(m.patch_embed, isa);
+  I.head = make_linear(m.head, isa);
+  I.blocks.resize(m.blocks.size());
+  for (size_t i = 0; i < m.blocks.size(); ++i) {
+    const QBlock& qb = m.blocks[i];
+    Block& b = I.blocks[i];
+    b.qkv = make_linear(qb.qkv, isa);
+    b.proj = make_linear(qb.proj, isa);
+    b.fc1 = make_linear(qb.fc1, isa);
+    b.fc2 = make_linear(qb.fc2, isa);
+    b.coder = make_attn_coder(qb.attn);
+    b.coder_view = b.coder.view();
+    b.sk.assign(size_t(I.T), qb.k.scale);
+    b.sv.assign(size_t(I.hd), qb.v.scale);
+    b.zk.assign(size_t(I.T), qb.k.zero - (1 << (qb.k.bits - 1)));
+    b.zv.assign(size_t(I.hd), qb.v.zero - (1 << (qb.v.bits - 1)));
+  }
+  I.pool.reset(new ThreadPool(threads));
+}
+
+Executor::~Executor() = default;
+
+void Executor::run(const uint8_t* pixels, int64_t batch, float* logits) { impl_->run(pixels, batch, logits); }
+const QuantModel& Executor::model() const { return impl_->m; }
+Isa Executor::isa() const { return impl_->isa; }
+int Executor::threads() const { return impl_->threads; }
+
+std::string Executor::kernel_summary() const {
+  std::string s;
+  auto add = [&](const PackedWeights& w) {
+    const std::string k = std::string(gemm_kernel_name(w)) + (w.bits == 4 ? " (int4)" : " (int8)");
+    if (s.find(k) == std::string::npos) s += (s.empty() ? "" : ", ") + k;
+  };
+  add(impl_->patch.w);
+  for (const Block& b : impl_->blocks) {
+    add(b.qkv.w);
+    add(b.proj.w);
+    add(b.fc1.w);
+    add(b.fc2.w);
+  }
+  add(impl_->head.w);
+  s += std::string("; row ops: ") + impl_->ops->name;
+  return s;
+}
+
+size_t Executor::packed_weight_bytes() const {
+  size_t n = impl_->patch.w.data_bytes + impl_->head.w.data_bytes;
+  for (const Block& b : impl_->blocks) n += b.qkv.w.data_bytes + b.proj.w.data_bytes + b.fc1.w.data_bytes + b.fc2.w.data_bytes;
+  return n;
+}
+
+size_t Executor::workspace_bytes() const {
+  const Impl& I = *impl_;
+  return I.im2col.size() + I.x.size() * 4 + I.y.size() * 4 + I.a.size() + I.hcodes.size() + I.qcodes.size() +
+         I.kvals.size() + I.vvals.size() + I.cls_codes.size() + I.scores.size() * 4 + I.levels.size() +
+         I.khead.size() + I.vthead.size();
+}
+
+void Executor::set_profile(bool on) { impl_->profile = on; }
+
+std::vector<std::pair<std::string, double>> Executor::profile() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (int s = 0; s < kStages; ++s) out.push_back({kStageNames[s], impl_->stage_s[s]});
+  return out;
+}
+
+int64_t Executor::profiled_images() const { return impl_->profiled_images; }
+
+void Executor::reset_profile() {
+  for (double& v : impl_->stage_s) v = 0;
+  impl_->profiled_images = 0;
+}
+
+}  // namespace reparq

@@ -1,0 +1,251 @@
+// qmodel.cpp: reading and writing "reparq-quant-1" files (docs/FORMAT.md).
+#include "kernels/qmodel.h"
+
+#include <cstring>
+#include <sstream>
+
+#include "kernels/error.h"
+#include "kernels/gemm.h"
+#include "kernels/safetensors.h"
+
+namespace reparq {
+
+namespace {
+
+const char* const kFormat = "reparq-quant-1";
+const char* const kKinds[] = {"uniform", "log2", "logsqrt2", "tanq"};
+
+int kind_id(const std::string& k) {
+  for (int i = 0; i < 4; ++i)
+    if (k == kKinds[i]) return i;
+  return -1;
+}
+
+std::string num(double v) {
+  std::ostringstream o;
+  o.precision(9);
+  o << v;
+  return o.str();
+}
+
+struct Writer {
+  SafeTensorsWriter w;
+  void f32(const std::string& n, const std::vector<float>& v, std::vector<int64_t> shape = {}) {
+    if (shape.empty()) shape = {int64_t(v.size())};
+    w.add(n, DType::F32, shape, v.data(), v.size() * 4);
+  }
+  void i32(const std::string& n, const std::vector<int32_t>& v) { w.add(n, DType::I32, {int64_t(v.size())}, v.data(), v.size() * 4); }
+  void act(const std::string& p, const ActQuant& a) {
+    f32(p + ".scale", {a.scale});
+    i32(p + ".zero_bits", {a.zero, a.bits});
+  }
+  void linear(const std::string& p, const QLinear& l) {
+    if (l.wbits <= 4) {
+      std::vector<uint8_t> packed = pack_int4_rows(l.w.data(), int(l.out), int(l.in));
+      w.add(p + ".weight", DType::U8, {l.out, (l.in + 1) / 2}, packed.data(), packed.size());
+    } else {
+      w.add(p + ".weight", DType::I8, {l.out, l.in}, l.w.data(), l.w.size());
+    }
+    f32(p + ".weight_scale", l.w_scale);
+    i32(p + ".weight_zero", l.w_zero);
+    i32(p + ".weight_bits", {l.wbits});
+    f32(p + ".bias", l.bias);
+    act(p + ".input", l.input);
+  }
+};
+
+struct Reader {
+  const SafeTensorsFile& f;
+  const std::string& path;
+  [[noreturn]] void fail(const std::string& m) const { throw InputError(path + ": " + m); }
+  const TensorView& t(const std::string& n, DType dt, std::vector<int64_t> shape) const {
+    const TensorView& v = f.get(n, shape);
+    if (v.dtype != dt) fail("tensor '" + n + "' has dtype " + dtype_name(v.dtype) + ", expected " + dtype_name(dt));
+    return v;
+  }
+  std::vector<float> f32(const std::string& n, std::vector<int64_t> shape, bool positive = false) const {
+    const TensorView& v = t(n, DType::F32, shape);
+    std::vector<float> out(v.numel());
+    std::memcpy(out.data(), v.data, v.nbytes);
+    for (float x : out) {
+      if (!std::isfinite(x)) fail("tensor '" + n + "' holds NaN or infinite values");
+      if (positive && !(x > 0)) fail("tensor '" + n + "' holds a scale <= 0 (" + num(x) + ")");
+    }
+    return out;
+  }
+  std::vector<int32_t> i32(const std::string& n, std::vector<int64_t> shape) const {
+    const TensorView& v = t(n, DType::I32, shape);
+    std::vector<int32_t> out(v.numel());
+    std::memcpy(out.data(), v.data, v.nbytes);
+    return out;
+  }
+  ActQuant act(const std::string& p) const {
+    ActQuant a;
+    a.scale = f32(p + ".scale", {1}, true)[0];
+    auto zb = i32(p + ".zero_bits", {2});
+    a.zero = zb[0];
+    a.bits = zb[1];
+    if (a.bits < 2 || a.bits > 8) fail("'" + p + "' has " + std::to_string(a.bits) + "-bit activations; supported: 2..8");
+    if (a.zero < 0 || a.zero > a.qmax()) fail("'" + p + "' zero point " + std::to_string(a.zero) + " is outside [0, " + std::to_string(a.qmax()) + "]");
+    return a;
+  }
+  QLinear linear(const std::string& p, int64_t out, int64_t in) const {
+    QLinear l;
+    l.out = out;
+    l.in = in;
+    l.wbits = i32(p + ".weight_bits", {1})[0];
+    if (l.wbits < 2 || l.wbits > 8) fail("'" + p + "' has " + std::to_string(l.wbits) + "-bit weights; supported: 2..8");
+    const int32_t lo = -(1 << (l.wbits - 1)), hi = (1 << (l.wbits - 1)) - 1;
+    l.w.resize(out * in);
+    if (l.wbits <= 4) {
+      const TensorView& v = t(p + ".weight", DType::U8, {out, (in + 1) / 2});
+      for (int64_t n = 0; n < out; ++n)
+        for (int64_t k = 0; k < in; ++k) {
+          uint8_t byte = v.data[n * ((in + 1) / 2) + k / 2];
+          int nib = (k % 2) ? (byte >> 4) : (byte & 15);
+          l.w[n * in + k] = static_cast<int8_t>(nib >= 8 ? nib - 16 : nib);
+        }
+    } else {
+      const TensorView& v = t(p + ".weight", DType::I8, {out, in});
+      std::memcpy(l.w.data(), v.data, v.nbytes);
+    }
+    for (int8_t x : l.w)
+      if (x < lo || x > hi) fail("'" + p + ".weight' holds " + std::to_string(x) + ", outside the " + std::to_string(l.wbits) + "-bit range");
+    l.w_scale = f32(p + ".weight_scale", {out}, true);
+    l.w_zero = i32(p + ".weight_zero", {out});
+    for (int32_t z : l.w_zero)
+      if (z < lo || z > hi) fail("'" + p + ".weight_zero' holds " + std::to_string(z) + ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    l.bias = f32(p + ".bias", {out});
+    l.input = act(p + ".input");
+    if (in > gemm_max_k(l.wbits <= 4 ? 4 : 8, l.input.bits))
+      fail("'" + p + "' has K = " + std::to_string(in) + ", above the int32 accumulation bound " +
+           std::to_string(gemm_max_k(l.wbits <= 4 ? 4 : 8, l.input.bits)));
+    return l;
+  }
+};
+
+}  // namespace
+
+void save_quant_model(const QuantModel& m, const std::string& path) {
+  Writer W;
+  const int64_t D = m.dim, T = m.tokens();
+  W.linear("patch_embed", m.patch_embed);
+  W.f32("cls_token", m.cls_token, {1, 1, D});
+  W.f32("pos_embed", m.pos_embed, {1, T, D});
+  for (size_t i = 0; i < m.blocks.size(); ++i) {
+    const QBlock& b = m.blocks[i];
+    std::string p = "blocks." + std::to_string(i) + ".";
+    W.f32(p + "norm1.weight", b.ln1_w);
+    W.f32(p + "norm1.bias", b.ln1_b);
+    W.linear(p + "attn.qkv", b.qkv);
+    W.act(p + "attn.q", b.q);
+    W.act(p + "attn.k", b.k);
+    W.act(p + "attn.v", b.v);
+    int kid = kind_id(b.attn.kind);
+    if (kid < 0) throw Error(kExitInternal, "unknown softmax quantizer kind '" + b.attn.kind + "'");
+    W.i32(p + "attn.softmax.kind_bits", {kid, b.attn.bits});
+    W.f32(p + "attn.softmax.params", {b.attn.scale, b.attn.param, b.attn.lut_scale});
+    W.f32(p + "attn.softmax.thresholds", b.attn.thresholds);
+    W.w.add(p + "attn.softmax.lut", DType::U8, {int64_t(b.attn.lut.size())}, b.attn.lut.data(), b.attn.lut.size());
+    W.linear(p + "attn.proj", b.proj);
+    W.f32(p + "norm2.weight", b.ln2_w);
+    W.f32(p + "norm2.bias", b.ln2_b);
+    W.linear(p + "mlp.fc1", b.fc1);
+    W.linear(p + "mlp.fc2", b.fc2);
+  }
+  W.f32("norm.weight", m.norm_w);
+  W.f32("norm.bias", m.norm_b);
+  W.linear("head", m.head);
+  for (const auto& [k, v] : m.metadata) W.w.set_metadata(k, v);
+  W.w.set_metadata("format", kFormat);
+  W.w.set_metadata("arch", m.arch);
+  W.w.set_metadata("image_size", std::to_string(m.image_size));
+  W.w.set_metadata("patch_size", std::to_string(m.patch));
+  W.w.set_metadata("in_chans", std::to_string(m.in_chans));
+  W.w.set_metadata("embed_dim", std::to_string(m.dim));
+  W.w.set_metadata("depth", std::to_string(m.depth));
+  W.w.set_metadata("num_heads", std::to_string(m.heads));
+  W.w.set_metadata("mlp_hidden", std::to_string(m.mlp_hidden));
+  W.w.set_metadata("num_classes", std::to_string(m.num_classes));
+  W.w.set_metadata("ln_eps", num(m.ln_eps));
+  W.w.set_metadata("mean", num(m.mean));
+  W.w.set_metadata("std", num(m.std));
+  W.w.write(path);
+}
+
+bool is_quant_model_file(const std::string& path) {
+  SafeTensorsFile f = SafeTensorsFile::open(path);
+  return f.meta_str("format", "") == kFormat;
+}
+
+QuantModel load_quant_model(const std::string& path) {
+  SafeTensorsFile f = SafeTensorsFile::open(path);
+  Reader R{f, path};
+  std::string fmt = f.meta_str("format", "");
+  if (fmt != kFormat)
+    R.fail(fmt.empty() ? "not a reparq quantized model (no 'format' metadata; a float model? quantize it first)"
+                       : "format '" + fmt + "' is not supported (expected " + kFormat + ")");
+  QuantModel m;
+  m.metadata = f.metadata();
+  m.arch = f.meta_str("arch", "vit");
+  m.image_size = f.meta_int("image_size");
+  m.patch = f.meta_int("patch_size");
+  m.in_chans = f.meta_int("in_chans");
+  m.dim = f.meta_int("embed_dim");
+  m.depth = f.meta_int("depth");
+  m.heads = f.meta_int("num_heads");
+  m.mlp_hidden = f.meta_int("mlp_hidden");
+  m.num_classes = f.meta_int("num_classes");
+  m.ln_eps = f.meta_double("ln_eps", 1e-6);
+  m.mean = float(f.meta_double("mean", 0));
+  m.std = float(f.meta_double("std", 1));
+  auto bad = [&](bool c, const std::string& msg) { if (c) R.fail(msg); };
+  bad(m.patch <= 0 || m.image_size <= 0 || m.image_size % m.patch || m.image_size > 4096, "image_size/patch_size metadata are inconsistent");
+  bad(m.in_chans <= 0 || m.in_chans > 16, "in_chans metadata out of range");
+  bad(m.dim <= 0 || m.dim > 65536 || m.heads <= 0 || m.dim % m.heads, "embed_dim/num_heads metadata are inconsistent");
+  bad(m.depth <= 0 || m.depth > 1024, "depth metadata out of range");
+  bad(m.mlp_hidden <= 0 || m.mlp_hidden > 1 << 20 || m.num_classes <= 0 || m.num_classes > 1 << 20, "mlp_hidden/num_classes metadata out of range");
+  bad(!(m.ln_eps > 0) || !(m.std > 0) || !std::isfinite(m.mean), "ln_eps/mean/std metadata invalid");
+  const int64_t D = m.dim, T = m.tokens(), H = m.mlp_hidden, P = m.in_chans * m.patch * m.patch;
+  m.patch_embed = R.linear("patch_embed", D, P);
+  m.cls_token = R.f32("cls_token", {1, 1, D});
+  m.pos_embed = R.f32("pos_embed", {1, T, D});
+  m.blocks.resize(m.depth);
+  for (int64_t i = 0; i < m.depth; ++i) {
+    QBlock& b = m.blocks[i];
+    std::string p = "blocks." + std::to_string(i) + ".";
+    b.ln1_w = R.f32(p + "norm1.weight", {D});
+    b.ln1_b = R.f32(p + "norm1.bias", {D});
+    b.qkv = R.linear(p + "attn.qkv", 3 * D, D);
+    b.q = R.act(p + "attn.q");
+    b.k = R.act(p + "attn.k");
+    b.v = R.act(p + "attn.v");
+    auto kb = R.i32(p + "attn.softmax.kind_bits", {2});
+    bad(kb[0] < 0 || kb[0] > 3, "'" + p + "attn.softmax' has an unknown quantizer kind " + std::to_string(kb[0]));
+    bad(kb[1] < 2 || kb[1] > 8, "'" + p + "attn.softmax' has " + std::to_string(kb[1]) + " bits; supported: 2..8");
+    b.attn.kind = kKinds[kb[0]];
+    b.attn.bits = kb[1];
+    auto pr = R.f32(p + "attn.softmax.params", {3});
+    b.attn.scale = pr[0];
+    b.attn.param = pr[1];
+    b.attn.lut_scale = pr[2];
+    bad(!(b.attn.lut_scale > 0), "'" + p + "attn.softmax' lut scale must be > 0");
+    const int64_t L = int64_t(1) << b.attn.bits;
+    b.attn.thresholds = R.f32(p + "attn.softmax.thresholds", {L - 1});
+    for (int64_t j = 1; j < L - 1; ++j)
+      bad(!(b.attn.thresholds[j] < b.attn.thresholds[j - 1]), "'" + p + "attn.softmax.thresholds' are not strictly decreasing");
+    const TensorView& lut = R.t(p + "attn.softmax.lut", DType::U8, {L});
+    b.attn.lut.assign(lut.data, lut.data + L);
+    b.proj = R.linear(p + "attn.proj", D, D);
+    b.ln2_w = R.f32(p + "norm2.weight", {D});
+    b.ln2_b = R.f32(p + "norm2.bias", {D});
+    b.fc1 = R.linear(p + "mlp.fc1", H, D);
+    b.fc2 = R.linear(p + "mlp.fc2", D, H);
+  }
+  m.norm_w = R.f32("norm.weight", {D});
+  m.norm_b = R.f32("norm.bias", {D});
+  m.head = R.linear("head", m.num_classes, D);
+  return m;
+}
+
+}  // namespace reparq

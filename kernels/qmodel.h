@@ -1,0 +1,119 @@
+// qmodel.h: the quantized ViT as reparq exports it ("reparq-quant-1", docs/FORMAT.md), in
+// plain C++ containers. quant/ fills it and writes it; the integer executor (kernels/) and the
+// simulated engine (quant/) read it. Every integer convention lives in docs/FORMAT.md and, as
+// executable definitions, in the functions declared here and in kernels/gemm.h.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace reparq {
+
+// Uniform asymmetric activation quantizer, per tensor.
+//   code  q = clamp(nearbyint(x * inv_scale) + zero, 0, 2^bits - 1)   (round half to even;
+//         the product is one float multiply; inv_scale = 1.0f / scale computed in float)
+//   value x^ = scale * (q - zero)
+struct ActQuant {
+  int bits = 8;
+  float scale = 1.0f;
+  int32_t zero = 0;
+  float inv_scale() const { return 1.0f / scale; }
+  int32_t qmax() const { return (1 << bits) - 1; }
+  uint8_t quantize(float x) const {
+    float t = x * inv_scale();
+    t = t > -65536.0f ? t : -65536.0f;   // NaN -> -65536 as in the GEMM epilogue
+    t = t < 65536.0f ? t : 65536.0f;
+    int32_t q = static_cast<int32_t>(std::nearbyint(t)) + zero;
+    return static_cast<uint8_t>(q < 0 ? 0 : (q > qmax() ? qmax() : q));
+  }
+  float dequantize(uint8_t q) const { return scale * static_cast<float>(int32_t(q) - zero); }
+};
+
+// A Linear (or the patch-embedding conv as a Linear over flattened patches) with
+// per-output-channel weights: real W[n][k] = w_scale[n] * (w[n][k] - w_zero[n]).
+// w holds values in [-2^(wbits-1), 2^(wbits-1) - 1] (asymmetric codes minus 2^(wbits-1)),
+// one per int8 in memory (the file packs 4-bit weights two per byte, FORMAT.md).
+struct QLinear {
+  int64_t out = 0, in = 0;
+  int wbits = 8;
+  std::vector<int8_t> w;         // out x in
+  std::vector<int32_t> w_zero;   // out
+  std::vector<float> w_scale;    // out
+  std::vector<float> bias;       // out
+  ActQuant input;                // quantizer of this Linear's input
+  float weight(int64_t n, int64_t k) const { return w_scale[n] * float(int32_t(w[n * in + k]) - w_zero[n]); }
+};
+
+// Post-Softmax quantizer, defined by its decision thresholds and its levels:
+//   code c = number of thresholds t_i with a <= t_i... precisely: thresholds are strictly
+//   decreasing, t_0 > t_1 > ... > t_{L-2}; c = #{i : a < t_i}  (so c = 0 for the largest
+//   values, c = L-1 for the smallest);  L = 2^bits codes.
+//   value  a^ = lut_scale * lut[c], lut[c] integer in [0, 255], lut[L-1] may be 0 (zero code).
+// log2, log-sqrt2, TanQ and uniform quantizers are all expressed this way (quant/ computes the
+// thresholds and levels; FORMAT.md gives the formulas).
+struct AttnQuant {
+  std::string kind = "logsqrt2";     // "uniform", "log2", "logsqrt2", "tanq"
+  int bits = 4;
+  float scale = 1.0f;                // the quantizer's clip scale s (informational)
+  float param = 0.0f;                // kind-specific parameter (TanQ curvature), informational
+  std::vector<float> thresholds;     // 2^bits - 1, strictly decreasing
+  std::vector<uint8_t> lut;          // 2^bits levels
+  float lut_scale = 1.0f / 255.0f;
+  int code(float a) const {          // binary search over the decreasing thresholds
+    int lo = 0, hi = static_cast<int>(thresholds.size());
+    while (lo < hi) {                // find first i with a >= t_i; c = i
+      int mid = (lo + hi) / 2;
+      if (a < thresholds[mid]) lo = mid + 1; else hi = mid;
+    }
+    return lo;
+  }
+  float level(int c) const { return lut_scale * float(lut[c]); }
+};
+
+struct QBlock {
+  std::vector<float> ln1_w, ln1_b;   // LayerNorm 1 affine after the re-parameterization
+  QLinear qkv;                       // qkv.input = quantizer of the (folded) LN1 output
+  ActQuant q, k, v;                  // per tensor, all heads together
+  AttnQuant attn;
+  QLinear proj;                      // proj.input = quantizer of the attention output
+  std::vector<float> ln2_w, ln2_b;
+  QLinear fc1;                       // fc1.input = quantizer of the (folded) LN2 output
+  QLinear fc2;                       // fc2.input = quantizer of the GELU output
+};
+
+struct QuantModel {
+  // Architecture (as in the float model's metadata).
+  int64_t image_size = 28, patch = 4, in_chans = 1, dim = 0, depth = 0, heads = 0,
+          mlp_hidden = 0, num_classes = 0;
+  double ln_eps = 1e-6;
+  float mean = 0.f, std = 1.f;
+  std::string arch;
+
+  // Patch embedding as a Linear over patches flattened in (c, y, x) order, whose input is the
+  // raw uint8 pixels (patch_embed.input: scale 1, zero 0, 8 bits); the input normalization
+  // (pixel/255 - mean)/std is folded into its weight scales and bias.
+  QLinear patch_embed;
+  std::vector<float> cls_token;      // dim
+  std::vector<float> pos_embed;      // tokens x dim
+  std::vector<QBlock> blocks;
+  std::vector<float> norm_w, norm_b; // final LayerNorm (folded when the head input is folded)
+  QLinear head;                      // head.input = quantizer of the final LN output (class token)
+
+  std::map<std::string, std::string> metadata;  // recipe, calibration ids, tool version, ...
+
+  int64_t tokens() const { return (image_size / patch) * (image_size / patch) + 1; }
+  int64_t head_dim() const { return dim / heads; }
+};
+
+// Writes the model as safetensors (FORMAT.md), atomically.
+void save_quant_model(const QuantModel& m, const std::string& path);
+// Reads and validates a quantized model: every tensor present with the right dtype and shape,
+// bit widths known, scales finite and positive, zero points and codes in range, thresholds
+// decreasing, the int32 GEMM bound respected. Throws InputError naming the file and the problem.
+QuantModel load_quant_model(const std::string& path);
+// True when the file's metadata says it is a reparq quantized model.
+bool is_quant_model_file(const std::string& path);
+
+}  // namespace reparq

@@ -1,0 +1,91 @@
+// vit_ops.h: the executor's float row operations between GEMMs (LayerNorm + quantize,
+// softmax + post-Softmax codes, GELU + quantize), with their exact arithmetic.
+//
+// kernels/vit_ops_impl.h holds the one source of these loops. kernels/vit_ref.cpp compiles it
+// for the baseline ISA (the scalar reference twin); kernels/x86/vit_ops_avx2.cpp and
+// vit_ops_avx512.cpp compile the SAME source with their -m flags so the compiler vectorizes
+// the loops. Every operation is elementwise IEEE float/double arithmetic or a reduction in a
+// fixed 8-lane order, with no FMA contraction (-ffp-contract=off) and no -ffast-math, so the
+// vectorized builds are bit-identical to the reference (tests/kernels/test_executor.cpp
+// checks it). exp and erf are our own polynomials (vit_ops_impl.h), used by every build.
+//
+// Definitions (one row of n values; docs/FORMAT.md "The forward pass"):
+//   sum8(v)      = double sum with 8 interleaved partial sums p[i % 8] += (double)v[i],
+//                  combined ((p0+p4)+(p2+p6)) + ((p1+p5)+(p3+p7)).
+//   quantize(y)  = ActQuant::quantize: t = y * inv_scale; clamp to [-65536, 65536] (NaN ->
+//                  -65536); q = clamp(round_half_even(t) + zero, 0, qmax).
+//   LayerNorm    mean = (float)(sum8(x) / n); d = x - mean (float);
+//                var = (float)(sum8(d*d, products in double) / n);  sd = sqrtf(var + eps);
+//                y = d / sd * w + b   (float: divide, multiply, add), then quantize.
+//   Softmax      t = s * inv_sqrt_hd; m = max t; e = exp_poly(t - m); sum = (float)sum8(e);
+//                a = e / sum; code c = #{i : a < thresholds[i]} (AttnQuant::code); out lut[c].
+//   GELU         g = y * 0.5f * (1.0f + erf_poly(y * 0.70710678f)), then quantize.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "kernels/qmodel.h"
+
+namespace reparq {
+
+// Post-Softmax coder as a bucket table over the float's bit pattern (exact: equals
+// AttnQuant::code for every float, NaN, infinities and negatives included).
+//   key = clamp((int32 bits of a) >> shift, key_min, key_max) - key_min
+//   c = start[key]; repeat `steps` times: c += (a < thr[c])      (thr padded with -inf)
+struct AttnCoder {
+  int shift = 23;
+  int32_t key_min = 0, key_max = 0;
+  int steps = 0;
+  std::vector<uint8_t> start;    // key_max - key_min + 1
+  std::vector<float> thr;        // 2^bits: thresholds, then -inf
+  std::vector<uint8_t> lut;      // 2^bits levels
+  struct View {
+    int shift, key_min, key_max, steps;
+    const uint8_t* start;
+    const float* thr;
+    const uint8_t* lut;
+  };
+  View view() const { return {shift, key_min, key_max, steps, start.data(), thr.data(), lut.data()}; }
+};
+AttnCoder make_attn_coder(const AttnQuant& q);
+
+// Quantizer parameters as the row ops take them.
+struct QuantParams {
+  float inv_scale = 1.0f;
+  int32_t zero = 0;
+  int32_t qmax = 255;
+};
+inline QuantParams quant_params(const ActQuant& a) { return {a.inv_scale(), a.zero, a.qmax()}; }
+
+// Plain-pointer row functions (one table per compiled ISA).
+struct VitRowOps {
+  const char* name;
+  // out[i] = quantize(LayerNorm(x)[i]), i < n.
+  void (*layernorm_quant)(const float* x, int n, const float* w, const float* b, float eps,
+                          QuantParams q, uint8_t* out);
+  // s: n raw scores (overwritten with scratch values); out[j] = lut[code(softmax(s*inv)_j)].
+  void (*softmax_levels)(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* coder, uint8_t* out);
+  // out[i] = quantize(gelu(y[i])).
+  void (*gelu_quant)(const float* y, int n, QuantParams q, uint8_t* out);
+  // out[i] = quantize(y[i]); the signed form stores quantize(y[i]) - offset.
+  void (*quant_row)(const float* y, int n, QuantParams q, uint8_t* out);
+  void (*quant_row_s8)(const float* y, int n, QuantParams q, int32_t offset, int8_t* out);
+  // Elementwise, exposed for tests: out[i] = exp_poly(x[i]) / erf_poly(x[i]).
+  void (*exp_row)(const float* x, int n, float* out);
+  void (*erf_row)(const float* x, int n, float* out);
+  // out[i] = coder code of a[i] (not the level), exposed for tests.
+  void (*codes_row)(const float* a, int n, const AttnCoder::View* coder, uint8_t* out);
+};
+
+// The table compiled for `isa` (the reference for Isa::Scalar). Throws UsageError if `isa`
+// is not available.
+const VitRowOps& vit_row_ops(Isa isa);
+const VitRowOps& vit_row_ops_ref();
+
+namespace detail {
+const VitRowOps& vit_row_ops_avx2();
+const VitRowOps& vit_row_ops_avx512();
+}  // namespace detail
+
+}  // namespace reparq

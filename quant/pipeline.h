@@ -1,0 +1,49 @@
+// pipeline.h: calibrate + quantize a float ViT into a QuantModel, following a recipe.
+// Sequential calibration (RepQ-ViT, algorithms.md §4.1): every site is calibrated on the
+// activations of the model whose earlier sites are already quantized.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "calib/data.h"
+#include "calib/vit.h"
+#include "kernels/qmodel.h"
+
+namespace reparq {
+
+struct Recipe {
+  std::string method = "reparq";
+  int wbits = 4, abits = 4;
+  // Post-LayerNorm activations (inputs of qkv, fc1 and, with fold_head, head):
+  //   tensor-minmax | tensor-percentile | channel-percentile | dual-clip
+  std::string ln_quant = "dual-clip";
+  int dual_clip_iters = 150;
+  bool reparam = true;             // fold channel-wise scales into LN + next Linear
+  std::string target = "median";   // mean (RepQ-ViT) | median (MOSF)
+  bool exact_bias = true;          // fold bias from the quantized weights (ours) or float (RepQ)
+  bool fold_head = true;           // treat norm -> head like the block LNs
+  std::string softmax = "auto";    // uniform | log2 | logsqrt2 | tanq | auto (lowest MSE per layer)
+  int softmax_bits = 0;            // 0 = abits
+  std::string act = "percentile";  // other activations: minmax | percentile | percentile-wide
+  std::string weights = "percentile";  // minmax | percentile
+  bool gptq = true;                // weight reconstruction (GPTQ) after the fold
+
+  // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
+  static Recipe preset(const std::string& method, int wbits, int abits);
+  std::string to_json() const;
+};
+
+// Parses "W4A4" (case-insensitive) into bits; UsageError on anything outside W2..8A2..8.
+void parse_bits(const std::string& s, int* wbits, int* abits);
+
+struct QuantizeOptions {
+  int64_t calib_samples = 32;
+  uint64_t seed = 0;
+};
+
+// Calibrates on `calib_samples` images of `train` (seeded subset) and quantizes.
+QuantModel quantize_model(const Vit& fp, const ImageSet& train, const Recipe& r,
+                          const QuantizeOptions& o);
+
+}  // namespace reparq

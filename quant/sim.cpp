@@ -1,0 +1,157 @@
+// sim.cpp: simulated quantized forward (FORMAT.md) in LibTorch.
+#include "quant/sim.h"
+
+#include <torch/torch.h>
+
+#include <cmath>
+#include <cstring>
+
+#include "kernels/error.h"
+
+namespace reparq {
+
+namespace {
+
+torch::Tensor vec(const std::vector<float>& v, std::vector<int64_t> shape = {}) {
+  if (shape.empty()) shape = {int64_t(v.size())};
+  return torch::from_blob(const_cast<float*>(v.data()), shape, torch::kFloat32).clone();
+}
+
+SimLinear from_q(const QLinear& l) {
+  SimLinear s;
+  torch::Tensor w = torch::empty({l.out, l.in}, torch::kFloat32);
+  float* p = w.data_ptr<float>();
+  for (int64_t n = 0; n < l.out; ++n)
+    for (int64_t k = 0; k < l.in; ++k) p[n * l.in + k] = l.weight(n, k);
+  s.weight = w;
+  s.bias = vec(l.bias);
+  s.input = l.input;
+  return s;
+}
+
+torch::Tensor maybe_fq(const torch::Tensor& x, const std::optional<ActQuant>& q) {
+  return q ? fake_quant(x, *q) : x;
+}
+
+torch::Tensor linear(const torch::Tensor& x, const SimLinear& l) {
+  return torch::linear(maybe_fq(x, l.input), l.weight, l.bias);
+}
+
+}  // namespace
+
+torch::Tensor quant_codes(const torch::Tensor& x, const ActQuant& q) {
+  torch::Tensor t = (x * q.inv_scale()).nan_to_num(-65536.0, 65536.0, -65536.0).clamp(-65536.0, 65536.0);
+  return (t.round() + double(q.zero)).clamp(0, q.qmax());
+}
+
+torch::Tensor fake_quant(const torch::Tensor& x, const ActQuant& q) {
+  return (quant_codes(x, q) - double(q.zero)) * q.scale;
+}
+
+torch::Tensor fake_quant_attn(const torch::Tensor& a, const AttnQuant& q) {
+  const int64_t L = int64_t(q.lut.size());
+  std::vector<float> asc(q.thresholds.rbegin(), q.thresholds.rend());
+  torch::Tensor thr = vec(asc);
+  // c = #{i : a < t_i} = (L-1) - #{ascending u_j <= a}
+  torch::Tensor le = torch::bucketize(a.contiguous(), thr, /*out_int32=*/false, /*right=*/true);
+  torch::Tensor c = (L - 1) - le;
+  std::vector<float> lv(L);
+  for (int64_t i = 0; i < L; ++i) lv[i] = q.level(int(i));
+  return vec(lv).index({c});
+}
+
+SimModel::SimModel(const QuantModel& q)
+    : image_size(q.image_size), patch(q.patch), in_chans(q.in_chans), dim(q.dim), depth(q.depth),
+      heads(q.heads), num_classes(q.num_classes), ln_eps(q.ln_eps), mean(q.mean), std(q.std) {
+  patch_embed = from_q(q.patch_embed);
+  cls_token = vec(q.cls_token, {1, 1, dim});
+  pos_embed = vec(q.pos_embed, {1, q.tokens(), dim});
+  for (const QBlock& b : q.blocks) {
+    SimBlock s;
+    s.ln1_w = vec(b.ln1_w); s.ln1_b = vec(b.ln1_b);
+    s.ln2_w = vec(b.ln2_w); s.ln2_b = vec(b.ln2_b);
+    s.qkv = from_q(b.qkv); s.proj = from_q(b.proj); s.fc1 = from_q(b.fc1); s.fc2 = from_q(b.fc2);
+    s.q = b.q; s.k = b.k; s.v = b.v; s.attn = b.attn;
+    blocks.push_back(std::move(s));
+  }
+  norm_w = vec(q.norm_w); norm_b = vec(q.norm_b);
+  head = from_q(q.head);
+}
+
+SimModel::SimModel(const Vit& fp) {
+  torch::NoGradGuard ng;
+  const VitConfig& c = fp.config();
+  image_size = c.image_size; patch = c.patch; in_chans = c.in_chans; dim = c.dim; depth = c.depth;
+  heads = c.heads; num_classes = c.num_classes; ln_eps = c.ln_eps; mean = c.mean; std = c.std;
+  // conv over normalized input == linear over raw pixels with W/(255 std), bias - (mean/std) sum W.
+  torch::Tensor w = fp.param("patch_embed.proj.weight").reshape({dim, -1});
+  patch_embed.weight = w / (255.0f * std);
+  patch_embed.bias = fp.param("patch_embed.proj.bias") - w.sum(1) * (mean / std);
+  cls_token = fp.param("cls_token").clone();
+  pos_embed = fp.param("pos_embed").clone();
+  auto P = [&](int i, const char* r) { return fp.param("blocks." + std::to_string(i) + "." + r).clone(); };
+  for (int i = 0; i < depth; ++i) {
+    SimBlock s;
+    s.ln1_w = P(i, "norm1.weight"); s.ln1_b = P(i, "norm1.bias");
+    s.ln2_w = P(i, "norm2.weight"); s.ln2_b = P(i, "norm2.bias");
+    s.qkv = {P(i, "attn.qkv.weight"), P(i, "attn.qkv.bias"), std::nullopt};
+    s.proj = {P(i, "attn.proj.weight"), P(i, "attn.proj.bias"), std::nullopt};
+    s.fc1 = {P(i, "mlp.fc1.weight"), P(i, "mlp.fc1.bias"), std::nullopt};
+    s.fc2 = {P(i, "mlp.fc2.weight"), P(i, "mlp.fc2.bias"), std::nullopt};
+    blocks.push_back(std::move(s));
+  }
+  norm_w = fp.param("norm.weight").clone(); norm_b = fp.param("norm.bias").clone();
+  head = {fp.param("head.weight").clone(), fp.param("head.bias").clone(), std::nullopt};
+}
+
+torch::Tensor SimModel::forward(const torch::Tensor& pixels, const SiteHook& hook) const {
+  torch::NoGradGuard ng;
+  auto H = [&](int b, Site s, const torch::Tensor& x) { if (hook) hook(b, s, x); };
+  if (pixels.dim() != 3 || pixels.size(1) != image_size || pixels.size(2) != image_size)
+    throw UsageError("sim: images must be [B, " + std::to_string(image_size) + ", " + std::to_string(image_size) + "]");
+  const int64_t B = pixels.size(0), g = image_size / patch, N = g * g + 1, D = dim, nh = heads, hd = dim / heads;
+  // im2col in (c, y, x) order; gray pixels replicated to every channel.
+  torch::Tensor px = pixels.to(torch::kFloat32).reshape({B, g, patch, g, patch}).permute({0, 1, 3, 2, 4})
+                         .reshape({B, g * g, 1, patch * patch});
+  px = px.expand({B, g * g, in_chans, patch * patch}).reshape({B, g * g, in_chans * patch * patch});
+  torch::Tensor x = linear(px, patch_embed);
+  x = torch::cat({cls_token.expand({B, 1, D}), x}, 1) + pos_embed;
+  const float inv_sqrt = 1.0f / std::sqrt(float(hd));
+  for (int b = 0; b < depth; ++b) {
+    const SimBlock& s = blocks[b];
+    torch::Tensor h = torch::layer_norm(x, {D}, s.ln1_w, s.ln1_b, ln_eps);
+    H(b, Site::Norm1Out, h);
+    h = linear(h, s.qkv);
+    auto qkv = h.reshape({B, N, 3, nh, hd}).permute({2, 0, 3, 1, 4});
+    torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+    H(b, Site::Q, q); H(b, Site::K, k); H(b, Site::V, v);
+    q = maybe_fq(q, s.q); k = maybe_fq(k, s.k); v = maybe_fq(v, s.v);
+    torch::Tensor a = (torch::matmul(q, k.transpose(-2, -1)) * inv_sqrt).softmax(-1);
+    H(b, Site::Attn, a);
+    if (s.attn) a = fake_quant_attn(a, *s.attn);
+    h = torch::matmul(a, v).transpose(1, 2).reshape({B, N, D});
+    H(b, Site::ProjIn, h);
+    x = x + linear(h, s.proj);
+    h = torch::layer_norm(x, {D}, s.ln2_w, s.ln2_b, ln_eps);
+    H(b, Site::Norm2Out, h);
+    h = torch::gelu(linear(h, s.fc1));
+    H(b, Site::Fc2In, h);
+    x = x + linear(h, s.fc2);
+  }
+  torch::Tensor t = torch::layer_norm(x.select(1, 0), {D}, norm_w, norm_b, ln_eps);
+  H(-1, Site::NormOut, t);
+  return linear(t, head);
+}
+
+EvalResult evaluate_sim(const SimModel& m, const ImageSet& set, int64_t limit, int64_t batch,
+                        const std::string& label, bool keep_logits) {
+  return evaluate(set, limit, batch, m.num_classes,
+                  [&](const uint8_t* px, int64_t b, float* out) {
+                    torch::Tensor x = torch::from_blob(const_cast<uint8_t*>(px), {b, set.rows, set.cols}, torch::kUInt8);
+                    torch::Tensor l = m.forward(x).contiguous();
+                    std::memcpy(out, l.data_ptr<float>(), sizeof(float) * b * m.num_classes);
+                  },
+                  label, keep_logits);
+}
+
+}  // namespace reparq

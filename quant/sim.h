@@ -1,0 +1,60 @@
+// sim.h: the simulated quantized ViT ("--engine sim"): the forward pass of docs/FORMAT.md with
+// LibTorch tensors, quantize-dequantize at every site. It is also the model that calibration
+// runs sequentially: a site whose quantizer is not set yet passes its float value through,
+// a Linear whose weights are not quantized yet uses its float weights.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "calib/data.h"
+#include "calib/evaluate.h"
+#include "calib/vit.h"
+#include "kernels/qmodel.h"
+
+namespace reparq {
+
+struct SimLinear {
+  at::Tensor weight;                 // [out, in] float: dequantized or original
+  at::Tensor bias;                   // [out]
+  std::optional<ActQuant> input;     // quantizer of the input, if calibrated
+};
+
+struct SimBlock {
+  at::Tensor ln1_w, ln1_b, ln2_w, ln2_b;
+  SimLinear qkv, proj, fc1, fc2;
+  std::optional<ActQuant> q, k, v;
+  std::optional<AttnQuant> attn;
+};
+
+class SimModel {
+ public:
+  explicit SimModel(const QuantModel& q);   // fully quantized, from a file
+  explicit SimModel(const Vit& fp);          // float start for calibration (nothing quantized)
+
+  // pixels: uint8 [B, H, W]. The hook sees each site's value BEFORE it is quantized:
+  // Norm1Out, Q, K, V, Attn, ProjIn, Norm2Out, Fc2In, NormOut (Site enum of calib/vit.h).
+  at::Tensor forward(const at::Tensor& pixels, const SiteHook& hook = nullptr) const;
+
+  int64_t image_size, patch, in_chans, dim, depth, heads, num_classes;
+  double ln_eps;
+  float mean, std;
+  SimLinear patch_embed;   // over raw pixels in (c, y, x) patch order; normalization folded
+  at::Tensor cls_token, pos_embed, norm_w, norm_b;
+  std::vector<SimBlock> blocks;
+  SimLinear head;
+};
+
+// Fake quantization exactly as ActQuant::quantize / dequantize (FORMAT.md).
+at::Tensor fake_quant(const at::Tensor& x, const ActQuant& q);
+// Codes of a uniform quantizer (float tensor holding integers in [0, 2^bits-1]).
+at::Tensor quant_codes(const at::Tensor& x, const ActQuant& q);
+// Post-Softmax quantize-dequantize through thresholds and the LUT (FORMAT.md).
+at::Tensor fake_quant_attn(const at::Tensor& a, const AttnQuant& q);
+
+EvalResult evaluate_sim(const SimModel& m, const ImageSet& set, int64_t limit, int64_t batch,
+                        const std::string& label, bool keep_logits = false);
+
+}  // namespace reparq

@@ -1,0 +1,752 @@
+// test_executor.cpp: the integer ViT executor against an independent double-precision reference
+// written from docs/FORMAT.md; bit-identity across ISAs, threads and batch sizes; the float row
+// ops' vectorized builds against their reference twin; the quantized file's round trip and the
+// loader's rejections.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/error.h"
+#include "kernels/executor.h"
+#include "kernels/qmodel.h"
+#include "kernels/safetensors.h"
+#include "kernels/vit_ops.h"
+
+using namespace reparq;
+
+namespace {
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> v;
+  for (Isa i : {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni})
+    if (isa_available(i)) v.push_back(i);
+  return v;
+}
+
+// ---- post-Softmax quantizers, built from FORMAT.md's table ---------------------------------
+AttnQuant make_attn(const std::string& kind, int bits, float s, float alpha = 2.0f) {
+  AttnQuant q;
+  q.kind = kind;
+  q.bits = bits;
+  q.scale = s;
+  q.param = alpha;
+  const int L = 1 << bits, Q = L - 1;
+  std::vector<double> level(L);
+  for (int c = 0; c < L; ++c) {
+    if (kind == "uniform") level[c] = s * double(Q - c) / Q;
+    else if (kind == "log2") level[c] = c < Q ? s * std::pow(2.0, -c) : 0.0;
+    else if (kind == "logsqrt2") level[c] = c < Q ? s * std::pow(2.0, -c / 2.0) : 0.0;
+    else level[c] = s * (0.5 + std::atan((2.0 * (Q - c) / Q - 1) * std::tan(alpha / 2)) / alpha);
+  }
+  for (int c = 0; c + 1 < L; ++c) {
+    double t;
+    if (kind == "log2") t = c + 1 < Q ? std::sqrt(level[c] * level[c + 1]) : s * std::pow(2.0, -(Q - 1) - 0.5);
+    else if (kind == "logsqrt2") t = c + 1 < Q ? std::sqrt(level[c] * level[c + 1]) : s * std::pow(2.0, -(Q - 1) / 2.0 - 0.25);
+    else t = 0.5 * (level[c] + level[c + 1]);
+    q.thresholds.push_back(float(t));
+  }
+  q.lut_scale = s / 255.0f;
+  for (int c = 0; c < L; ++c) q.lut.push_back(uint8_t(std::nearbyint(level[c] / q.lut_scale)));
+  return q;
+}
+
+// ---- a random model ------------------------------------------------------------------------
+struct Cfg {
+  int64_t dim = 32, depth = 2, heads = 2, image = 8, patch = 4, chans = 1, mlp = 64, classes = 10;
+  int wbits = 8, abits = 8;
+  std::vector<std::string> kinds = {"uniform", "logsqrt2"};
+  std::vector<int> attn_bits = {8, 4};
+};
+
+QLinear rand_linear(std::mt19937& rng, int64_t out, int64_t in, int wbits, int abits) {
+  QLinear l;
+  l.out = out;
+  l.in = in;
+  l.wbits = wbits;
+  const int lo = -(1 << (wbits - 1)), hi = (1 << (wbits - 1)) - 1;
+  std::uniform_int_distribution<int> wd(lo, hi), zd(std::max(lo, -2), std::min(hi, 2));
+  std::uniform_real_distribution<float> u(0.5f, 1.5f), bd(-0.2f, 0.2f);
+  for (int64_t i = 0; i < out * in; ++i) l.w.push_back(int8_t(wd(rng)));
+  const float base = float(1.0 / std::sqrt(double(in)) / ((1 << wbits) / std::sqrt(12.0)));
+  for (int64_t n = 0; n < out; ++n) {
+    l.w_zero.push_back(zd(rng));
+    l.w_scale.push_back(base * u(rng));
+    l.bias.push_back(bd(rng));
+  }
+  l.input.bits = abits;
+  return l;
+}
+
+// ---- the reference forward (double), straight from FORMAT.md -------------------------------
+// calib != nullptr: no activation quantization; records the range of every site's input.
+using Ranges = std::map<const ActQuant*, std::pair<double, double>>;
+
+struct Ref {
+  const QuantModel& m;
+  Ranges* calib;
+  int64_t act_flips_guard = 0;
+
+  std::vector<double> q(const std::vector<double>& x, const ActQuant& a) {
+    std::vector<double> out(x.size());
+    if (calib != nullptr) {
+      auto& r = (*calib)[&a];
+      for (double v : x) {
+        r.first = std::min(r.first, v);
+        r.second = std::max(r.second, v);
+      }
+      return x;
+    }
+    for (size_t i = 0; i < x.size(); ++i) {
+      double c = std::nearbyint(x[i] / double(a.scale)) + a.zero;
+      c = std::min<double>(std::max(c, 0.0), a.qmax());
+      out[i] = double(a.scale) * (c - a.zero);
+    }
+    return out;
+  }
+  // y[r][n] = sum_k x[r][k] W[n][k] + b[n], x already dequantized.
+  std::vector<double> linear(const std::vector<double>& x, int64_t rows, const QLinear& l) {
+    std::vector<double> y(rows * l.out);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t n = 0; n < l.out; ++n) {
+        double s = 0;
+        for (int64_t k = 0; k < l.in; ++k)
+          s += x[r * l.in + k] * double(l.w_scale[n]) * double(int(l.w[n * l.in + k]) - l.w_zero[n]);
+        y[r * l.out + n] = s + l.bias[n];
+      }
+    return y;
+  }
+  std::vector<double> ln(const std::vector<double>& x, int64_t rows, const std::vector<float>& w,
+                         const std::vector<float>& b) {
+    const int64_t D = m.dim;
+    std::vector<double> y(x.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      double mean = 0, var = 0;
+      for (int64_t j = 0; j < D; ++j) mean += x[r * D + j];
+      mean /= D;
+      for (int64_t j = 0; j < D; ++j) var += (x[r * D + j] - mean) * (x[r * D + j] - mean);
+      var /= D;
+      for (int64_t j = 0; j < D; ++j) y[r * D + j] = (x[r * D + j] - mean) / std::sqrt(var + m.ln_eps) * w[j] + b[j];
+    }
+    return y;
+  }
+
+  std::vector<double> forward(const uint8_t* img) {
+    const int64_t D = m.dim, T = m.tokens(), S = m.image_size, p = m.patch, g = S / p, hd = m.head_dim();
+    const int64_t P = m.in_chans * p * p;
+    std::vector<double> patches((T - 1) * P);
+    for (int64_t i = 0; i < T - 1; ++i)
+      for (int64_t c = 0; c < m.in_chans; ++c)
+        for (int64_t yy = 0; yy < p; ++yy)
+          for (int64_t xx = 0; xx < p; ++xx)
+            patches[i * P + c * p * p + yy * p + xx] = img[((i / g) * p + yy) * S + (i % g) * p + xx];
+    std::vector<double> pe = linear(patches, T - 1, m.patch_embed);
+    std::vector<double> x(T * D);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < D; ++j)
+        x[t * D + j] = (t == 0 ? double(m.cls_token[j]) : pe[(t - 1) * D + j]) + m.pos_embed[t * D + j];
+    for (const QBlock& b : m.blocks) {
+      std::vector<double> h = q(ln(x, T, b.ln1_w, b.ln1_b), b.qkv.input);
+      std::vector<double> qkv = linear(h, T, b.qkv);
+      std::vector<double> qv(T * D), kv(T * D), vv(T * D);
+      for (int64_t t = 0; t < T; ++t)
+        for (int64_t j = 0; j < D; ++j) {
+          qv[t * D + j] = qkv[t * 3 * D + j];
+          kv[t * D + j] = qkv[t * 3 * D + D + j];
+          vv[t * D + j] = qkv[t * 3 * D + 2 * D + j];
+        }
+      qv = q(qv, b.q);
+      kv = q(kv, b.k);
+      vv = q(vv, b.v);
+      std::vector<double> o(T * D);
+      for (int64_t hh = 0; hh < m.heads; ++hh)
+        for (int64_t i = 0; i < T; ++i) {
+          std::vector<double> s(T);
+          double mx = -1e300, sum = 0;
+          for (int64_t j = 0; j < T; ++j) {
+            double d = 0;
+            for (int64_t k = 0; k < hd; ++k) d += qv[i * D + hh * hd + k] * kv[j * D + hh * hd + k];
+            s[j] = d / std::sqrt(double(hd));
+            mx = std::max(mx, s[j]);
+          }
+          for (int64_t j = 0; j < T; ++j) sum += (s[j] = std::exp(s[j] - mx));
+          for (int64_t j = 0; j < T; ++j) {
+            double a = s[j] / sum;
+            if (calib == nullptr) {
+              int c = 0;
+              while (c < int(b.attn.thresholds.size()) && a < b.attn.thresholds[c]) ++c;
+              a = double(b.attn.lut_scale) * b.attn.lut[c];
+            }
+            for (int64_t k = 0; k < hd; ++k) o[i * D + hh * hd + k] += a * vv[j * D + hh * hd + k];
+          }
+        }
+      std::vector<double> pr = linear(q(o, b.proj.input), T, b.proj);
+      for (size_t i = 0; i < x.size(); ++i) x[i] += pr[i];
+      std::vector<double> f1 = linear(q(ln(x, T, b.ln2_w, b.ln2_b), b.fc1.input), T, b.fc1);
+      for (double& v : f1) v = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+      std::vector<double> f2 = linear(q(f1, b.fc2.input), T, b.fc2);
+      for (size_t i = 0; i < x.size(); ++i) x[i] += f2[i];
+    }
+    std::vector<double> cls(x.begin(), x.begin() + D);
+    return linear(q(ln(cls, 1, m.norm_w, m.norm_b), m.head.input), 1, m.head);
+  }
+};
+
+std::vector<uint8_t> rand_images(std::mt19937& rng, int64_t n, int64_t S) {
+  std::vector<uint8_t> v(n * S * S);
+  std::uniform_int_distribution<int> d(0, 255);
+  // Smooth-ish images: a random gradient plus noise, like real pictures have structure.
+  for (int64_t i = 0; i < n; ++i) {
+    const int a = d(rng), bx = d(rng) % 16, by = d(rng) % 16;
+    for (int64_t y = 0; y < S; ++y)
+      for (int64_t x = 0; x < S; ++x)
+        v[(i * S + y) * S + x] = uint8_t(std::clamp<int64_t>(a + bx * x - by * y + d(rng) / 4 - 32, 0, 255));
+  }
+  return v;
+}
+
+QuantModel make_model(const Cfg& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  QuantModel m;
+  m.arch = "test-vit";
+  m.image_size = c.image;
+  m.patch = c.patch;
+  m.in_chans = c.chans;
+  m.dim = c.dim;
+  m.depth = c.depth;
+  m.heads = c.heads;
+  m.mlp_hidden = c.mlp;
+  m.num_classes = c.classes;
+  m.ln_eps = 1e-6;
+  const int64_t D = c.dim, T = m.tokens();
+  std::normal_distribution<float> nd(0.f, 1.f);
+  m.patch_embed = rand_linear(rng, D, c.chans * c.patch * c.patch, c.wbits, 8);
+  for (float& s : m.patch_embed.w_scale) s /= 128.0f;  // raw pixels up to 255
+  m.patch_embed.input = ActQuant{8, 1.0f, 0};
+  for (int64_t j = 0; j < D; ++j) m.cls_token.push_back(0.5f * nd(rng));
+  for (int64_t j = 0; j < T * D; ++j) m.pos_embed.push_back(0.5f * nd(rng));
+  for (int64_t i = 0; i < c.depth; ++i) {
+    QBlock b;
+    for (int64_t j = 0; j < D; ++j) {
+      b.ln1_w.push_back(1.0f + 0.2f * nd(rng));
+      b.ln1_b.push_back(0.1f * nd(rng));
+      b.ln2_w.push_back(1.0f + 0.2f * nd(rng));
+      b.ln2_b.push_back(0.1f * nd(rng));
+    }
+    b.qkv = rand_linear(rng, 3 * D, D, c.wbits, c.abits);
+    for (float& s : b.qkv.w_scale) s *= 2.0f;  // sharper attention
+    b.proj = rand_linear(rng, D, D, c.wbits, c.abits);
+    b.fc1 = rand_linear(rng, c.mlp, D, c.wbits, c.abits);
+    b.fc2 = rand_linear(rng, D, c.mlp, c.wbits, c.abits);
+    b.q.bits = b.k.bits = b.v.bits = c.abits;
+    const std::string kind = c.kinds[i % c.kinds.size()];
+    b.attn = make_attn(kind, c.attn_bits[i % c.attn_bits.size()], 1.0f);
+    m.blocks.push_back(b);
+  }
+  for (int64_t j = 0; j < D; ++j) {
+    m.norm_w.push_back(1.0f + 0.2f * nd(rng));
+    m.norm_b.push_back(0.1f * nd(rng));
+  }
+  m.head = rand_linear(rng, c.classes, D, c.wbits, c.abits);
+  m.metadata["recipe"] = "{\"method\":\"test\"}";
+
+  // Calibrate every activation quantizer on a few images with the float reference.
+  Ranges ranges;
+  auto add = [&](ActQuant& a) { ranges[&a] = {1e300, -1e300}; };
+  for (QBlock& b : m.blocks) {
+    for (ActQuant* a : {&b.qkv.input, &b.q, &b.k, &b.v, &b.proj.input, &b.fc1.input, &b.fc2.input}) add(*a);
+  }
+  add(m.head.input);
+  std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
+  for (int i = 0; i < 4; ++i) Ref{m, &ranges}.forward(imgs.data() + i * c.image * c.image);
+  for (auto& [ptr, r] : ranges) {
+    ActQuant& a = *const_cast<ActQuant*>(ptr);
+    const double lo = std::min(r.first, 0.0), hi = std::max(r.second, 0.0);
+    a.scale = float((hi - lo) / a.qmax());
+    a.zero = int32_t(std::clamp<double>(std::nearbyint(-lo / a.scale), 0, a.qmax()));
+  }
+  return m;
+}
+
+// ---- (a) executor vs reference --------------------------------------------------------------
+void check_against_reference(const Cfg& c, uint32_t seed) {
+  const QuantModel m = make_model(c, seed);
+  std::mt19937 rng(seed + 1);
+  const int64_t n = 8;
+  std::vector<uint8_t> imgs = rand_images(rng, n, c.image);
+  Executor ex(m, Isa::Scalar, 1);
+  std::vector<float> logits(n * c.classes);
+  ex.run(imgs.data(), n, logits.data());
+  double max_diff = 0, max_abs = 0;
+  int top1_agree = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    std::vector<double> r = Ref{m, nullptr}.forward(imgs.data() + i * c.image * c.image);
+    int am = 0, bm = 0;
+    for (int64_t k = 0; k < c.classes; ++k) {
+      max_diff = std::max(max_diff, std::abs(r[k] - logits[i * c.classes + k]));
+      max_abs = std::max(max_abs, std::abs(r[k]));
+      if (r[k] > r[am]) am = int(k);
+      if (logits[i * c.classes + k] > logits[i * c.classes + bm]) bm = int(k);
+    }
+    top1_agree += am == bm;
+  }
+  // Float vs double rounding flips a code only at a rounding tie's edge; nearly all logits
+  // agree to float precision, a rare flip moves them by about one quantization step.
+  EXPECT_LT(max_diff, 0.02 * max_abs + 1e-4) << "max |logit| " << max_abs;
+  EXPECT_GE(top1_agree, n - 1);
+  std::printf("  W%dA%d: max |logit diff| %.3g (max |logit| %.3g), top-1 agree %d/%d\n", c.wbits, c.abits,
+              max_diff, max_abs, top1_agree, int(n));
+}
+
+}  // namespace
+
+TEST(Executor, MatchesReferenceW8A8) {
+  Cfg c;
+  check_against_reference(c, 1);
+}
+
+TEST(Executor, MatchesReferenceW4A8ThreeChannels) {
+  Cfg c;
+  c.wbits = 4;
+  c.dim = 48;
+  c.heads = 3;
+  c.image = 12;
+  c.patch = 2;
+  c.chans = 3;
+  c.mlp = 96;
+  c.classes = 7;
+  c.kinds = {"log2", "tanq"};
+  c.attn_bits = {4, 4};
+  check_against_reference(c, 2);
+}
+
+TEST(Executor, MatchesReferenceW4A4) {
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.kinds = {"logsqrt2", "uniform"};
+  c.attn_bits = {4, 3};
+  check_against_reference(c, 3);
+}
+
+TEST(Executor, MatchesReferenceW6A6) {
+  Cfg c;
+  c.wbits = 6;
+  c.abits = 6;
+  c.depth = 3;
+  c.kinds = {"tanq", "log2", "uniform"};
+  c.attn_bits = {8, 4, 4};
+  check_against_reference(c, 4);
+}
+
+// ---- (b) bit-identity across ISAs, threads and batch sizes ---------------------------------
+TEST(Executor, BitIdenticalAcrossIsaThreadsBatch) {
+  for (int variant = 0; variant < 2; ++variant) {
+    Cfg c;
+    c.dim = 48;
+    c.heads = 3;
+    c.image = 12;
+    c.patch = 2;
+    c.chans = variant ? 3 : 1;
+    c.mlp = 80;
+    if (variant) {
+      c.wbits = 4;
+      c.kinds = {"logsqrt2", "tanq"};
+      c.attn_bits = {4, 4};
+    }
+    const QuantModel m = make_model(c, 10 + variant);
+    std::mt19937 rng(99);
+    const int64_t n = 7;
+    std::vector<uint8_t> imgs = rand_images(rng, n, c.image);
+    std::vector<float> want;
+    for (Isa isa : available_isas())
+      for (int threads : {1, 2}) {
+        Executor ex(m, isa, threads);
+        for (int64_t batch : {1, 3, 7}) {
+          std::vector<float> got(n * c.classes);
+          for (int64_t i = 0; i < n; i += batch) {
+            const int64_t b = std::min(batch, n - i);
+            ex.run(imgs.data() + i * c.image * c.image, b, got.data() + i * c.classes);
+          }
+          if (want.empty()) want = got;
+          EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4))
+              << isa_name(isa) << " threads " << threads << " batch " << batch << " variant " << variant;
+        }
+        // Reusing the grown buffers with a smaller batch again.
+        std::vector<float> again(c.classes);
+        ex.run(imgs.data(), 1, again.data());
+        EXPECT_EQ(0, std::memcmp(want.data(), again.data(), again.size() * 4));
+      }
+  }
+}
+
+TEST(Executor, RejectsBadArguments) {
+  Cfg c;
+  const QuantModel m = make_model(c, 5);
+  EXPECT_THROW(Executor(m, Isa::Scalar, 0), UsageError);
+  QuantModel bad = m;
+  bad.blocks[1].fc1.bias.pop_back();
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+  bad = m;
+  bad.depth = 3;
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+}
+
+// ---- float row ops: vectorized builds vs the reference twin --------------------------------
+TEST(VitRowOps, BitIdenticalAcrossIsas) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.f, 3.f);
+  const VitRowOps& ref = vit_row_ops_ref();
+  std::vector<AttnCoder> coders;
+  for (auto [k, b] : std::vector<std::pair<std::string, int>>{{"uniform", 8}, {"log2", 4}, {"logsqrt2", 4}, {"tanq", 4}, {"uniform", 3}})
+    coders.push_back(make_attn_coder(make_attn(k, b, 1.0f)));
+  for (Isa isa : available_isas()) {
+    const VitRowOps& ops = vit_row_ops(isa);
+    for (int n : {1, 7, 8, 17, 64, 197, 385}) {
+      std::vector<float> x(n), w(n), b(n);
+      for (int i = 0; i < n; ++i) {
+        x[i] = nd(rng) + 2.0f;
+        w[i] = 1.0f + 0.1f * nd(rng);
+        b[i] = 0.1f * nd(rng);
+      }
+      if (n > 3) {
+        x[1] = 0.0f;
+        x[2] = -0.0f;
+      }
+      std::vector<uint8_t> o1(n), o2(n);
+      for (QuantParams q : {QuantParams{10.0f, 128, 255}, QuantParams{2.0f, 3, 15}, QuantParams{1e6f, 0, 255}}) {
+        ref.layernorm_quant(x.data(), n, w.data(), b.data(), 1e-6f, q, o1.data());
+        ops.layernorm_quant(x.data(), n, w.data(), b.data(), 1e-6f, q, o2.data());
+        EXPECT_EQ(o1, o2) << isa_name(isa) << " layernorm n=" << n;
+        ref.gelu_quant(x.data(), n, q, o1.data());
+        ops.gelu_quant(x.data(), n, q, o2.data());
+        EXPECT_EQ(o1, o2) << isa_name(isa) << " gelu n=" << n;
+        ref.quant_row(x.data(), n, q, o1.data());
+        ops.quant_row(x.data(), n, q, o2.data());
+        EXPECT_EQ(o1, o2) << isa_name(isa) << " quant n=" << n;
+      }
+      for (const AttnCoder& cd : coders) {
+        const AttnCoder::View v = cd.view();
+        std::vector<float> s1 = x, s2 = x;
+        ref.softmax_levels(s1.data(), n, 0.125f * n, &v, o1.data());
+        ops.softmax_levels(s2.data(), n, 0.125f * n, &v, o2.data());
+        EXPECT_EQ(o1, o2) << isa_name(isa) << " softmax n=" << n;
+      }
+      std::vector<float> e1(n), e2(n);
+      ref.exp_row(x.data(), n, e1.data());
+      ops.exp_row(x.data(), n, e2.data());
+      EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), n * 4)) << isa_name(isa) << " exp";
+      ref.erf_row(x.data(), n, e1.data());
+      ops.erf_row(x.data(), n, e2.data());
+      EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), n * 4)) << isa_name(isa) << " erf";
+    }
+  }
+}
+
+TEST(VitRowOps, QuantizeMatchesActQuant) {
+  std::mt19937 rng(8);
+  std::uniform_real_distribution<float> ud(-300.f, 300.f);
+  std::vector<float> x;
+  for (int i = 0; i < 5000; ++i) x.push_back(ud(rng));
+  for (float v : {0.5f, 1.5f, 2.5f, -0.5f, -1.5f, 127.5f, 128.5f, -0.0f, 1e30f, -1e30f,
+                  std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                  std::numeric_limits<float>::quiet_NaN()})
+    x.push_back(v);
+  for (ActQuant a : {ActQuant{8, 1.0f, 128}, ActQuant{4, 0.5f, 7}, ActQuant{8, 0.37f, 0}, ActQuant{2, 100.f, 1}}) {
+    for (Isa isa : available_isas()) {
+      std::vector<uint8_t> out(x.size());
+      vit_row_ops(isa).quant_row(x.data(), int(x.size()), quant_params(a), out.data());
+      for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(a.quantize(x[i]), out[i]) << x[i] << " " << isa_name(isa);
+    }
+  }
+}
+
+TEST(VitRowOps, ExpAndErfAccuracy) {
+  const VitRowOps& ops = vit_row_ops_ref();
+  std::vector<float> x;
+  for (float v = -90.0f; v <= 0.0f; v += 0.00731f) x.push_back(v);
+  std::vector<float> e(x.size());
+  ops.exp_row(x.data(), int(x.size()), e.data());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double want = std::exp(double(x[i]));
+    if (x[i] < -87.0f) {
+      EXPECT_EQ(e[i], 0.0f);
+    } else {
+      EXPECT_NEAR(e[i], want, want * 4e-7) << x[i];
+    }
+  }
+  x.clear();
+  for (float v = -6.0f; v <= 6.0f; v += 0.000913f) x.push_back(v);
+  e.resize(x.size());
+  ops.erf_row(x.data(), int(x.size()), e.data());
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(e[i], std::erf(double(x[i])), 1.5e-7) << x[i];
+  float special[3] = {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity(), 0.0f};
+  float out[3];
+  ops.exp_row(special, 3, out);
+  EXPECT_EQ(out[0], 0.0f);
+  EXPECT_EQ(out[1], 0.0f);
+  EXPECT_EQ(out[2], 1.0f);
+  ops.erf_row(special, 3, out);
+  EXPECT_TRUE(std::isnan(out[0]));
+  EXPECT_EQ(out[1], -1.0f);
+  EXPECT_EQ(out[2], 0.0f);
+}
+
+TEST(VitRowOps, CoderEqualsAttnQuantCode) {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<float> ud(0.f, 1.2f);
+  for (auto [k, b] : std::vector<std::pair<std::string, int>>{{"uniform", 8}, {"uniform", 2}, {"log2", 4}, {"log2", 6}, {"logsqrt2", 4},
+                                                               {"logsqrt2", 8}, {"tanq", 4}, {"tanq", 8}}) {
+    const AttnQuant q = make_attn(k, b, k == "tanq" ? 0.8f : 1.0f);
+    const AttnCoder cd = make_attn_coder(q);
+    std::vector<float> a;
+    for (int i = 0; i < 20000; ++i) a.push_back(ud(rng) * (i % 2 ? 1.0f : std::pow(2.0f, -float(i % 40))));
+    for (float t : q.thresholds) {
+      a.push_back(t);
+      a.push_back(std::nextafter(t, 2.0f));
+      a.push_back(std::nextafter(t, -1.0f));
+    }
+    for (float v : {0.0f, -0.0f, 1.0f, -1.0f, 1e-40f, 3.0f, std::numeric_limits<float>::infinity(),
+                    -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
+                    std::numeric_limits<float>::denorm_min()})
+      a.push_back(v);
+    const AttnCoder::View v = cd.view();
+    for (Isa isa : available_isas()) {
+      std::vector<uint8_t> out(a.size());
+      vit_row_ops(isa).codes_row(a.data(), int(a.size()), &v, out.data());
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(q.code(a[i]), out[i]) << k << b << " a=" << a[i] << " " << isa_name(isa);
+    }
+    EXPECT_LE(cd.steps, 2) << k << b;
+  }
+}
+
+// ---- (c) file round trip ------------------------------------------------------------------
+namespace {
+
+std::string tmp_path(const std::string& name) {
+  return ::testing::TempDir() + "reparq_exec_" + name + ".safetensors";
+}
+
+void expect_linear_eq(const QLinear& a, const QLinear& b) {
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(a.in, b.in);
+  EXPECT_EQ(a.wbits, b.wbits);
+  EXPECT_EQ(a.w, b.w);
+  EXPECT_EQ(a.w_zero, b.w_zero);
+  EXPECT_EQ(a.w_scale, b.w_scale);
+  EXPECT_EQ(a.bias, b.bias);
+  EXPECT_EQ(a.input.bits, b.input.bits);
+  EXPECT_EQ(a.input.zero, b.input.zero);
+  EXPECT_EQ(a.input.scale, b.input.scale);
+}
+
+}  // namespace
+
+TEST(QuantModelFile, RoundTrip) {
+  for (int wbits : {8, 4, 3}) {
+    Cfg c;
+    c.wbits = wbits;
+    c.dim = 34;  // odd K/2 patterns for the int4 nibbles: in = 17 * 2, patch 4*4 = 16 ...
+    c.heads = 2;
+    c.mlp = 51;  // odd K for fc2
+    const QuantModel m = make_model(c, 20 + wbits);
+    const std::string path = tmp_path("roundtrip" + std::to_string(wbits));
+    save_quant_model(m, path);
+    EXPECT_TRUE(is_quant_model_file(path));
+    const QuantModel r = load_quant_model(path);
+    EXPECT_EQ(r.image_size, m.image_size);
+    EXPECT_EQ(r.patch, m.patch);
+    EXPECT_EQ(r.in_chans, m.in_chans);
+    EXPECT_EQ(r.dim, m.dim);
+    EXPECT_EQ(r.depth, m.depth);
+    EXPECT_EQ(r.heads, m.heads);
+    EXPECT_EQ(r.mlp_hidden, m.mlp_hidden);
+    EXPECT_EQ(r.num_classes, m.num_classes);
+    EXPECT_EQ(r.ln_eps, m.ln_eps);
+    EXPECT_EQ(r.mean, m.mean);
+    EXPECT_EQ(r.std, m.std);
+    EXPECT_EQ(r.arch, m.arch);
+    EXPECT_EQ(r.metadata.at("recipe"), m.metadata.at("recipe"));
+    expect_linear_eq(r.patch_embed, m.patch_embed);
+    EXPECT_EQ(r.cls_token, m.cls_token);
+    EXPECT_EQ(r.pos_embed, m.pos_embed);
+    ASSERT_EQ(r.blocks.size(), m.blocks.size());
+    for (size_t i = 0; i < m.blocks.size(); ++i) {
+      const QBlock &a = r.blocks[i], &b = m.blocks[i];
+      EXPECT_EQ(a.ln1_w, b.ln1_w);
+      EXPECT_EQ(a.ln1_b, b.ln1_b);
+      EXPECT_EQ(a.ln2_w, b.ln2_w);
+      EXPECT_EQ(a.ln2_b, b.ln2_b);
+      expect_linear_eq(a.qkv, b.qkv);
+      expect_linear_eq(a.proj, b.proj);
+      expect_linear_eq(a.fc1, b.fc1);
+      expect_linear_eq(a.fc2, b.fc2);
+      for (auto [x, y] : {std::pair{&a.q, &b.q}, {&a.k, &b.k}, {&a.v, &b.v}}) {
+        EXPECT_EQ(x->bits, y->bits);
+        EXPECT_EQ(x->zero, y->zero);
+        EXPECT_EQ(x->scale, y->scale);
+      }
+      EXPECT_EQ(a.attn.kind, b.attn.kind);
+      EXPECT_EQ(a.attn.bits, b.attn.bits);
+      EXPECT_EQ(a.attn.scale, b.attn.scale);
+      EXPECT_EQ(a.attn.param, b.attn.param);
+      EXPECT_EQ(a.attn.thresholds, b.attn.thresholds);
+      EXPECT_EQ(a.attn.lut, b.attn.lut);
+      EXPECT_EQ(a.attn.lut_scale, b.attn.lut_scale);
+    }
+    EXPECT_EQ(r.norm_w, m.norm_w);
+    EXPECT_EQ(r.norm_b, m.norm_b);
+    expect_linear_eq(r.head, m.head);
+    // Same logits from the loaded model.
+    std::mt19937 rng(1);
+    std::vector<uint8_t> img = rand_images(rng, 2, c.image);
+    std::vector<float> l1(2 * c.classes), l2(2 * c.classes);
+    Executor(m, best_isa(), 1).run(img.data(), 2, l1.data());
+    Executor(r, best_isa(), 1).run(img.data(), 2, l2.data());
+    EXPECT_EQ(l1, l2);
+    std::remove(path.c_str());
+  }
+}
+
+// ---- (d) the loader's rejections ----------------------------------------------------------
+namespace {
+
+// Copies `src` to `dst` through SafeTensorsWriter, letting `edit` change each tensor (return
+// false to drop it) and `meta` change the metadata.
+struct Tensor {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+void rewrite(const std::string& src, const std::string& dst, const std::function<bool(Tensor&)>& edit,
+             const std::function<void(std::map<std::string, std::string>&)>& meta = nullptr) {
+  SafeTensorsFile f = SafeTensorsFile::open(src);
+  SafeTensorsWriter w;
+  for (const TensorView& v : f.tensors()) {
+    Tensor t{v.name, v.dtype, v.shape, std::vector<uint8_t>(v.data, v.data + v.nbytes)};
+    if (!edit(t)) continue;
+    w.add(t.name, t.dtype, t.shape, t.bytes.data(), t.bytes.size());
+  }
+  std::map<std::string, std::string> md = f.metadata();
+  if (meta) meta(md);
+  for (const auto& [k, v] : md) w.set_metadata(k, v);
+  w.write(dst);
+}
+
+template <class T>
+void set_elem(Tensor& t, size_t i, T v) {
+  std::memcpy(t.bytes.data() + i * sizeof(T), &v, sizeof(T));
+}
+
+void expect_rejected(const std::string& path, const std::string& what) {
+  try {
+    load_quant_model(path);
+    ADD_FAILURE() << "accepted: expected an error mentioning '" << what << "'";
+  } catch (const InputError& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find(path), std::string::npos) << msg;
+    EXPECT_NE(msg.find(what), std::string::npos) << msg;
+  }
+  std::remove(path.c_str());
+}
+
+}  // namespace
+
+TEST(QuantModelFile, Rejections) {
+  Cfg c;
+  const QuantModel m = make_model(c, 30);
+  const std::string good = tmp_path("good");
+  save_quant_model(m, good);
+  const std::string bad = tmp_path("bad");
+
+  rewrite(good, bad, [](Tensor& t) { return t.name != "blocks.1.mlp.fc1.bias"; });
+  expect_rejected(bad, "missing tensor 'blocks.1.mlp.fc1.bias'");
+
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.0.attn.qkv.weight_scale") t.dtype = DType::I32;
+    return true;
+  });
+  expect_rejected(bad, "dtype");
+
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.0.attn.q.scale") set_elem(t, 0, std::numeric_limits<float>::quiet_NaN());
+    return true;
+  });
+  expect_rejected(bad, "NaN");
+
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "head.weight_scale") set_elem(t, 3, 0.0f);
+    return true;
+  });
+  expect_rejected(bad, "scale <= 0");
+
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.0.attn.k.zero_bits") set_elem<int32_t>(t, 0, 300);
+    return true;
+  });
+  expect_rejected(bad, "zero point 300");
+
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.1.attn.qkv.weight_zero") set_elem<int32_t>(t, 5, 128);
+    return true;
+  });
+  expect_rejected(bad, "weight_zero");
+
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.0.attn.v.zero_bits") set_elem<int32_t>(t, 1, 9);
+    return true;
+  });
+  expect_rejected(bad, "9-bit");
+
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.1.attn.softmax.thresholds") {
+      float a, b;
+      std::memcpy(&a, t.bytes.data() + 4, 4);
+      std::memcpy(&b, t.bytes.data() + 8, 4);
+      set_elem(t, 1, b);
+      set_elem(t, 2, a);
+    }
+    return true;
+  });
+  expect_rejected(bad, "not strictly decreasing");
+
+  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md.erase("format"); });
+  expect_rejected(bad, "not a reparq quantized model");
+
+  // A float (not quantized) checkpoint.
+  {
+    SafeTensorsWriter w;
+    std::vector<float> wts(16, 0.5f);
+    w.add("patch_embed.proj.weight", DType::F32, {4, 4}, wts.data(), wts.size() * 4);
+    w.set_metadata("arch", "vit");
+    w.write(bad);
+    expect_rejected(bad, "not a reparq quantized model");
+  }
+
+  // K above the int32 accumulation bound: fc2 with K = 33026 at W8A8.
+  {
+    Cfg k;
+    k.depth = 1;
+    k.kinds = {"uniform"};
+    k.attn_bits = {8};
+    QuantModel big = make_model(k, 31);
+    std::mt19937 rng(3);
+    big.mlp_hidden = 33026;
+    big.blocks[0].fc1 = rand_linear(rng, big.mlp_hidden, big.dim, 8, 8);
+    big.blocks[0].fc2 = rand_linear(rng, big.dim, big.mlp_hidden, 8, 8);
+    big.blocks[0].fc1.input = m.blocks[0].fc1.input;
+    big.blocks[0].fc2.input = ActQuant{8, 0.01f, 10};
+    save_quant_model(big, bad);
+    expect_rejected(bad, "above the int32 accumulation bound 33025");
+  }
+  std::remove(good.c_str());
+}
