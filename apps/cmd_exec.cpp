@@ -429,7 +429,10 @@ int run_bench(BenchArgs& a) {
     for (int threads : a.threads) {
       torch::set_num_threads(threads);
       Executor ex(e.m, isa, threads);
-      kernels = ex.kernel_summary();
+      if (kernels.find(ex.kernel_summary()) == std::string::npos) {
+        kernels += (kernels.empty() ? "" : " | ") + ex.kernel_summary();
+        if (!a.c.json) std::printf("kernels %-30s %s\n", e.name.c_str(), ex.kernel_summary().c_str());
+      }
       for (int batch : a.batches) {
         const int64_t S = cfg.image_size;
         std::vector<uint8_t> px(size_t(batch) * S * S);

@@ -31,5 +31,11 @@ void apply_common_options(const CommonOptions& o);
 void add_model_commands(CLI::App& app, CommandList& cmds);   // train, eval   (cmd_model.cpp)
 void add_quant_commands(CLI::App& app, CommandList& cmds);   // quantize      (cmd_quant.cpp)
 void add_exec_commands(CLI::App& app, CommandList& cmds);    // run, bench    (cmd_exec.cpp)
+void add_demo_command(CLI::App& app, CommandList& cmds);     // demo          (cmd_demo.cpp)
+
+// Writes text to `path` atomically (temporary name + rename).
+void write_text_atomic(const std::string& path, const std::string& text);
+std::string fmt_pct(double v);   // "99.80"
+
 
 }  // namespace reparq

@@ -7,6 +7,7 @@
 #include "apps/commands.h"
 #include "calib/progress.h"
 #include "kernels/error.h"
+#include "kernels/safetensors.h"
 
 namespace reparq {
 
@@ -26,6 +27,16 @@ void apply_common_options(const CommonOptions& o) {
   Progress::quiet() = o.quiet;
 }
 
+void write_text_atomic(const std::string& path, const std::string& text) {
+  write_file_atomic(path, text.data(), text.size());
+}
+
+std::string fmt_pct(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.2f", v);
+  return b;
+}
+
 }  // namespace reparq
 
 int main(int argc, char** argv) {
@@ -40,6 +51,7 @@ int main(int argc, char** argv) {
   add_model_commands(app, cmds);
   add_quant_commands(app, cmds);
   add_exec_commands(app, cmds);
+  add_demo_command(app, cmds);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -3,7 +3,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <sstream>
 
 #include "kernels/error.h"
@@ -145,8 +147,16 @@ Vit Vit::load(const std::string& path) {
   int64_t grid = static_cast<int64_t>(std::llround(std::sqrt(double(pos.shape[1] - 1))));
   if (grid * grid != pos.shape[1] - 1) throw InputError(path + ": pos_embed has " + std::to_string(pos.shape[1]) + " tokens, not 1 + a square grid");
   c.image_size = grid * c.patch;
+  // depth = 1 + the largest N of any "blocks.N." tensor, so that a block with a missing tensor
+  // (even its norm1.weight) is reported below instead of silently ending the model there.
   c.depth = 0;
-  while (f.find(blk(c.depth, "norm1.weight"))) ++c.depth;
+  for (const TensorView& t : f.tensors()) {
+    if (t.name.compare(0, 7, "blocks.") != 0) continue;
+    const char* p = t.name.c_str() + 7;
+    char* end = nullptr;
+    long n = std::strtol(p, &end, 10);
+    if (end != p && *end == '.' && n >= 0 && n < 100000) c.depth = std::max<int64_t>(c.depth, n + 1);
+  }
   if (c.depth == 0) throw InputError(path + ": missing tensor 'blocks.0.norm1.weight' (no transformer blocks)");
   const TensorView& fc1 = f.get("blocks.0.mlp.fc1.weight");
   if (fc1.shape.size() != 2) throw InputError(path + ": tensor 'blocks.0.mlp.fc1.weight' has shape " + shape_str(fc1.shape) + ", expected [hidden, dim]");

@@ -89,10 +89,8 @@ Layout layout_for(Isa isa, int bits) {
   return l;
 }
 
-// value(n, k) -> W[n][k] as int (canonical, not offset), for n < N, k < K.
-template <class Value>
-PackedWeights pack_impl(Value value, int n, int k, int bits, const std::int32_t* zw, Isa isa,
-                        int a_bits) {
+// Shape, widths and the int32 bound: checked before any weight is read.
+void validate_shape(int n, int k, int bits, int a_bits) {
   if (n < 1 || k < 1) {
     throw InputError("pack_weights: bad shape N=" + std::to_string(n) + " K=" + std::to_string(k));
   }
@@ -108,6 +106,13 @@ PackedWeights pack_impl(Value value, int n, int k, int bits, const std::int32_t*
                      std::to_string(bits) + "A" + std::to_string(a_bits) +
                      ": int32 accumulators may overflow above K=" + std::to_string(max_k));
   }
+}
+
+// value(n, k) -> W[n][k] as int (canonical, not offset), for n < N, k < K.
+template <class Value>
+PackedWeights pack_impl(Value value, int n, int k, int bits, const std::int32_t* zw, Isa isa,
+                        int a_bits) {
+  validate_shape(n, k, bits, a_bits);
   if (!isa_available(isa)) {
     throw UsageError(std::string("pack_weights: this CPU or build lacks ISA ") + isa_name(isa));
   }
@@ -249,11 +254,10 @@ std::vector<std::uint8_t> pack_int4_rows(const std::int8_t* w, int n, int k) {
 
 PackedWeights pack_weights(const std::int8_t* w, int n, int k, int bits, const std::int32_t* zw,
                            Isa isa, int a_bits) {
+  validate_shape(n, k, bits, a_bits);
   if (bits == 4) {
-    if (n >= 1 && k >= 1) {
-      const std::vector<std::uint8_t> rows = pack_int4_rows(w, n, k);  // validates the range
-      return pack_weights_int4_rows(rows.data(), n, k, zw, isa, a_bits);
-    }
+    const std::vector<std::uint8_t> rows = pack_int4_rows(w, n, k);  // validates the range
+    return pack_weights_int4_rows(rows.data(), n, k, zw, isa, a_bits);
   }
   auto value = [w, k](int i, int j) { return static_cast<int>(w[static_cast<std::int64_t>(i) * k + j]); };
   return pack_impl(value, n, k, bits, zw, isa, a_bits);

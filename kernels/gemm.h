@@ -99,13 +99,14 @@ struct PackedWeights {
 // Packs N x K weights for `isa`. bits = 8: w holds int8 values; bits = 4: w holds one value in
 // [-8, 7] per int8 (unpacked). zw: N zero points, or nullptr for all zero. Throws InputError
 // on bad shapes, out-of-range values or zero points, or K above gemm_max_k(bits, a_bits);
-// UsageError if `isa` is not available.
+// UsageError if `isa` is not available. The ISA chosen here is the one gemm() runs (through a
+// kernel table filled once); best_isa() is the best one the cap (REPARQ_MAX_ISA, --isa) allows.
 PackedWeights pack_weights(const std::int8_t* w, int n, int k, int bits, const std::int32_t* zw,
-                           Isa isa, int a_bits = 8);
+                           Isa isa = best_isa(), int a_bits = 8);
 
 // Same for int4 weights already in canonical nibble rows (see pack_int4_rows).
 PackedWeights pack_weights_int4_rows(const std::uint8_t* w_rows, int n, int k,
-                                     const std::int32_t* zw, Isa isa, int a_bits = 8);
+                                     const std::int32_t* zw, Isa isa = best_isa(), int a_bits = 8);
 
 struct GemmArgs {
   int m = 0;                          // rows of A and of the output

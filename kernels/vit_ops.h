@@ -37,14 +37,14 @@ struct AttnCoder {
   int shift = 23;
   int32_t key_min = 0, key_max = 0;
   int steps = 0;
-  std::vector<uint8_t> start;    // key_max - key_min + 1
+  std::vector<int32_t> start;    // key_max - key_min + 1 (int32: vector gathers)
   std::vector<float> thr;        // 2^bits: thresholds, then -inf
-  std::vector<uint8_t> lut;      // 2^bits levels
+  std::vector<int32_t> lut;      // 2^bits levels (int32: vector gathers)
   struct View {
     int shift, key_min, key_max, steps;
-    const uint8_t* start;
+    const int32_t* start;
     const float* thr;
-    const uint8_t* lut;
+    const int32_t* lut;
   };
   View view() const { return {shift, key_min, key_max, steps, start.data(), thr.data(), lut.data()}; }
 };

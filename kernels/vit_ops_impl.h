@@ -59,7 +59,7 @@ static inline float vo_exp(float x) {
 
 // erf(x): odd; on [0, 4) eight intervals of width 1/2, each a degree-7 polynomial in
 // (|x| - centre) fitted to erf (Chebyshev least squares; max abs error 7e-8 in float);
-// 1 from 4 on (erf(4) = 1 - 1.5e-8 rounds to 1.0f). NaN -> NaN.
+// 1 from 4 on (erf(4) = 1 - 1.5e-8 rounds to 1.0f). erf(+-NaN) = +-1 (GELU(NaN) stays NaN).
 static const float vo_erf_coef[8][8] = {
     {2.763263881e-01f, 1.060014129e+00f, -2.650030851e-01f, -3.091705441e-01f, 1.269408762e-01f, 8.003829420e-02f, -3.941861168e-02f, -1.582425646e-02f},
     {7.111556530e-01f, 6.429310441e-01f, -4.821981788e-01f, 2.678843401e-02f, 1.506771892e-01f, -5.322016031e-02f, -2.660210989e-02f, 1.791717112e-02f},
@@ -71,23 +71,22 @@ static const float vo_erf_coef[8][8] = {
     {9.999998808e-01f, 8.814297416e-07f, -3.305919108e-06f, 7.970193110e-06f, -1.379316109e-05f, 1.833502756e-05f, -2.059694452e-05f, 1.709348180e-05f},
 };
 static inline float vo_erf(float x) {
-  const float ax = x < 0.0f ? -x : x;
-  const float ac = ax < 3.99f ? ax : 3.99f;  // NaN -> 3.99 here, restored below
+  const int32_t xb = vo_float_to_bits(x);
+  const float ax = vo_bits_to_float(xb & 0x7FFFFFFF);
+  const float ac = ax < 3.99f ? ax : 3.99f;  // NaN -> 3.99
   const int i = static_cast<int>(ac * 2.0f);
   const float t = ac - (static_cast<float>(i) * 0.5f + 0.25f);
-  const float* c = vo_erf_coef[i];
-  float p = c[7];
-  p = p * t + c[6];
-  p = p * t + c[5];
-  p = p * t + c[4];
-  p = p * t + c[3];
-  p = p * t + c[2];
-  p = p * t + c[1];
-  p = p * t + c[0];
+  float p = vo_erf_coef[i][7];
+  p = p * t + vo_erf_coef[i][6];
+  p = p * t + vo_erf_coef[i][5];
+  p = p * t + vo_erf_coef[i][4];
+  p = p * t + vo_erf_coef[i][3];
+  p = p * t + vo_erf_coef[i][2];
+  p = p * t + vo_erf_coef[i][1];
+  p = p * t + vo_erf_coef[i][0];
   p = p < 1.0f ? p : 1.0f;
-  p = ax >= 4.0f ? 1.0f : p;
-  p = ax != ax ? ax : p;
-  return x < 0.0f ? -p : p;
+  p = ax < 4.0f ? p : 1.0f;
+  return vo_bits_to_float(vo_float_to_bits(p) | (xb & static_cast<int32_t>(0x80000000u)));
 }
 
 // sum8 of n values v(i) given as a float array (products = false) or of squares of
@@ -156,8 +155,23 @@ static void vo_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCode
   for (int j = 0; j < n; ++j) s[j] = vo_exp(s[j] - m);
   const float sum = static_cast<float>(vo_sum8(s, n));
   for (int j = 0; j < n; ++j) s[j] = s[j] / sum;
-  const uint8_t* lut = cd->lut;
-  for (int j = 0; j < n; ++j) out[j] = lut[vo_code(s[j], cd)];
+  const int32_t* lut = cd->lut;
+  if (cd->steps == 1) {  // the common case, written so that the compiler vectorizes it
+    const float* thr = cd->thr;
+    const int32_t* start = cd->start;
+    const int shift = cd->shift, kmin = cd->key_min, kmax = cd->key_max;
+    for (int j = 0; j < n; ++j) {
+      const float a = s[j];
+      int32_t key = vo_float_to_bits(a) >> shift;
+      key = key < kmin ? kmin : key;
+      key = key > kmax ? kmax : key;
+      int c = start[key - kmin];
+      c += a < thr[c] ? 1 : 0;
+      out[j] = static_cast<uint8_t>(lut[c]);
+    }
+    return;
+  }
+  for (int j = 0; j < n; ++j) out[j] = static_cast<uint8_t>(lut[vo_code(s[j], cd)]);
 }
 
 static void vo_gelu_quant(const float* y, int n, QuantParams q, uint8_t* out) {

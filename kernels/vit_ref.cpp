@@ -63,7 +63,7 @@ AttnCoder make_attn_coder(const AttnQuant& q) {
       const float lower = key == c.key_min ? -inf : bits_float(key << shift);
       const float upper = key == c.key_max ? inf : bits_float(((key + 1) << shift) - 1);
       const int c_lo = q.code(upper), c_hi = q.code(lower);
-      c.start[key - c.key_min] = static_cast<uint8_t>(c_lo);
+      c.start[key - c.key_min] = c_lo;
       steps = std::max(steps, c_hi - c_lo);
     }
     c.steps = steps;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "kernels/error.h"
 #include "quant/sim.h"
@@ -25,6 +26,8 @@ torch::Tensor quantile_sorted(const torch::Tensor& sorted, double p) {
 // Per-channel (scale, zero) from [C] ranges, as act_from_range does per tensor.
 ChannelQuant channels_from_range(torch::Tensor lo, torch::Tensor hi, int bits) {
   const double Q = double((1 << bits) - 1);
+  lo = lo.clamp_max(0);   // the zero point must lie in [0, Q]: the range has to contain 0
+  hi = hi.clamp_min(0);
   hi = torch::max(hi, lo + 1e-8);
   ChannelQuant q;
   q.bits = bits;
@@ -48,6 +51,8 @@ ActQuant act_from_range(double lo, double hi, int bits) {
   ActQuant a;
   a.bits = bits;
   const double Q = double((1 << bits) - 1);
+  lo = std::min(lo, 0.0);   // the zero point must lie in [0, Q]: the range has to contain 0
+  hi = std::max(hi, 0.0);
   if (!(hi > lo)) hi = lo + 1e-6;
   a.scale = float(std::max((hi - lo) / Q, 1e-8));
   double z = std::nearbyint(-lo / double(a.scale));
@@ -207,6 +212,8 @@ struct RowParams {
 RowParams row_params(const torch::Tensor& w, int bits, const std::string& method) {
   const double Q = double((1 << bits) - 1);
   auto from = [&](torch::Tensor lo, torch::Tensor hi) {
+    lo = lo.clamp_max(0);   // the zero point must lie in [0, Q]: the range has to contain 0
+    hi = hi.clamp_min(0);
     hi = torch::max(hi, lo + 1e-8);
     RowParams p;
     p.scale = ((hi - lo) / Q).clamp_min(1e-10);
@@ -332,9 +339,13 @@ AttnQuant make_attn_quant(const std::string& kind, int bits, double s, double al
     else t = lv[c] * std::pow(2.0, kind == "log2" ? -0.5 : -0.25);
     q.thresholds[c] = float(t);
   }
-  // Thresholds must strictly decrease in float; nudge exact ties (only with tiny levels).
-  for (int c = 1; c < Q; ++c)
-    if (!(q.thresholds[c] < q.thresholds[c - 1])) q.thresholds[c] = std::nextafter(q.thresholds[c - 1], 0.0f);
+  // Thresholds must strictly decrease and stay > 0 in float (so 0 keeps the last code); tiny
+  // levels (log2 at 8 bits reaches s * 2^-254) underflow to equal values or 0: nudge those up
+  // from the bottom, starting at the smallest positive float.
+  q.thresholds[Q - 1] = std::max(q.thresholds[Q - 1], std::numeric_limits<float>::denorm_min());
+  for (int c = Q - 2; c >= 0; --c)
+    if (!(q.thresholds[c] > q.thresholds[c + 1]))
+      q.thresholds[c] = std::nextafter(q.thresholds[c + 1], std::numeric_limits<float>::infinity());
   q.lut.resize(L);
   for (int c = 0; c < L; ++c) q.lut[c] = uint8_t(std::min(255.0, std::nearbyint(lv[c] / double(q.lut_scale))));
   return q;

@@ -6,7 +6,14 @@
 // vpdpbusd (u8 x s8, 4 products summed into an int32 lane, wrapping) updates the NB blocks.
 // int4: a 64-byte group holds 16 channels x 8 k as offset nibbles (W + 8 in [0, 15]), unpacked
 // with and / shift / and into two s8 vectors (k 0..3 low nibbles, k 4..7 high nibbles).
-// Epilogue: acc + za*(K*zw - colsum) - zw*rowsum(A), then the GemmArgs epilogue (gemm.h).
+// Accumulators start at za*(K*zw - colsum) - zw*rowsum(A); then the GemmArgs epilogue (gemm.h).
+// Work order: a task owns (192-row chunk, 64-channel panel) and walks the chunk in 6-row tiles,
+// so the panel's weights stay in L1/L2. What mattered on Zen 5 (measured against oneDNN in the
+// same process): keeping the 24 accumulators in registers (see accumulate()), prefetching the
+// next tile's A rows during the K loop (+4-8 % at K = 384), PREFETCHW of the tile's output lines
+// before the K loop (+4-6 % when the output does not fit in L2), and for 1-2 row tiles over
+// weights too big for L2, prefetching the weight stream (M = 1 over 45 MB: 0.65x -> 1.0x oneDNN).
+//
 // GCC 12 false positive inside avx512fintrin.h (the `__Y = __Y` idiom, GCC bug 105593).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -26,7 +33,10 @@ namespace detail {
 namespace {
 
 constexpr int kMR = 6;
-constexpr int kWeightPrefetchBytes = 2048;  // prefetch distance for weights in 1-2 row tiles
+// Weights of 1-2 row tiles are prefetched this far ahead when they cannot stay in L2 (decode-
+// like calls streaming weights from DRAM); for cached weights the extra loads only cost.
+constexpr int kWeightPrefetchBytes = 2048;
+constexpr std::size_t kWeightPrefetchMinBytes = std::size_t{1} << 20;
 constexpr int kBlock = kVnniBlock;
 constexpr int kMaxNB = kVnniPanelBlocks;
 
@@ -51,6 +61,7 @@ struct PanelCtx {
   alignas(64) float scale[kMaxNB * kBlock];        // sa * sw[n]
   alignas(64) float bias[kMaxNB * kBlock];
   __mmask16 mask[kMaxNB];                          // valid channels of each block
+  bool prefetch_weights;                           // see kWeightPrefetchBytes
 };
 
 // Init from corr (and - zw * rowsum), the K loop, then the accumulators to acc_buf.
@@ -88,8 +99,7 @@ __attribute__((noinline)) void accumulate(const PanelCtx& c, const std::uint8_t*
   std::int64_t pf_off = 0;
   for (int g = 0; g < n_groups; ++g, a += kGroup, wq += NB * 64) {
     if (pf_off < pf_limit) _mm_prefetch(reinterpret_cast<const char*>(pf_base + pf_row * lda + pf_off), _MM_HINT_T0);
-    if constexpr (MR <= 2) {
-      // Few rows: streaming the weights is the bottleneck (M = 1 decode-like calls); fetch ahead.
+    if (MR <= 2 && c.prefetch_weights) {
       REPARQ_UNROLL for (int j = 0; j < NB; ++j) {
         _mm_prefetch(reinterpret_cast<const char*>(wq + kWeightPrefetchBytes + j * 64), _MM_HINT_T0);
       }
@@ -243,6 +253,7 @@ void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
   c.k = w.k;
   c.n0 = panel_index * w.panel_n;
   c.rowsum = call.rowsum;
+  c.prefetch_weights = w.data_bytes >= kWeightPrefetchMinBytes;
   const int nb = std::min(kMaxNB, (w.n - c.n0 + kBlock - 1) / kBlock);
   const __m512i za = _mm512_set1_epi32(args.za);
   const __m512 sa = _mm512_set1_ps(args.sa);

@@ -304,7 +304,8 @@ TEST_P(GemmIsa, MaximalKIsExactAndBeyondIsRejected) {
         }
       }
     }
-    EXPECT_THROW(pack_weights(w.data(), n, k + 1, w_bits, zw.data(), GetParam()), InputError);
+    std::vector<std::int8_t> w_big(static_cast<size_t>(n) * (k + 1), 0);
+    EXPECT_THROW(pack_weights(w_big.data(), n, k + 1, w_bits, zw.data(), GetParam()), InputError);
   }
 }
 
