@@ -32,6 +32,7 @@ void add_model_commands(CLI::App& app, CommandList& cmds);   // train, eval   (c
 void add_quant_commands(CLI::App& app, CommandList& cmds);   // quantize      (cmd_quant.cpp)
 void add_exec_commands(CLI::App& app, CommandList& cmds);    // run, bench    (cmd_exec.cpp)
 void add_demo_command(CLI::App& app, CommandList& cmds);     // demo          (cmd_demo.cpp)
+void add_ablate_command(CLI::App& app, CommandList& cmds);   // ablate        (cmd_ablate.cpp)
 
 // Writes text to `path` atomically (temporary name + rename).
 void write_text_atomic(const std::string& path, const std::string& text);

@@ -258,4 +258,27 @@ at::Tensor Vit::forward(const at::Tensor& images, const SiteHook& hook) const {
   return H(-1, Site::HeadOut, t);
 }
 
+Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed) {
+  const VitConfig& c = m.config();
+  if (channels <= 0 || channels > c.dim) throw UsageError("stress: channels must be in 1.." + std::to_string(c.dim));
+  if (!(factor > 0)) throw UsageError("stress: factor must be positive");
+  torch::NoGradGuard ng;
+  Vit out = m;
+  for (auto& [n, t] : out.params_) t = t.clone();
+  torch::Generator gen = at::detail::createCPUGenerator(seed);
+  for (int64_t i = 0; i < c.depth; ++i) {
+    for (const auto& [ln, lin] : {std::pair<const char*, const char*>{"norm1", "attn.qkv"}, {"norm2", "mlp.fc1"}}) {
+      torch::Tensor idx = torch::randperm(c.dim, gen, torch::kLong).slice(0, 0, channels);
+      for (const char* part : {".weight", ".bias"}) {
+        torch::Tensor& g = out.params_[blk(i, (std::string(ln) + part).c_str())];
+        g.index_copy_(0, idx, g.index_select(0, idx) * factor);
+      }
+      torch::Tensor& w = out.params_[blk(i, (std::string(lin) + ".weight").c_str())];
+      w.index_copy_(1, idx, w.index_select(1, idx) / factor);
+    }
+  }
+  out.cfg_.arch = c.arch + "-stress" + std::to_string(channels) + "x" + std::to_string(int(factor));
+  return out;
+}
+
 }  // namespace reparq

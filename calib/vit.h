@@ -81,8 +81,16 @@ class Vit {
   std::vector<std::pair<std::string, std::vector<int64_t>>> expected_shapes() const;
 
  private:
+  friend Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed);
   VitConfig cfg_;
   std::map<std::string, at::Tensor> params_;
 };
+
+class Vit;
+// Outlier stress (function-preserving): in every block, `channels` channels of norm1 and of
+// norm2 (drawn with `seed`) get their LayerNorm gamma and beta multiplied by `factor`, and the
+// consuming Linear's (qkv, fc1) columns divided by `factor`. The float function is unchanged;
+// the post-LayerNorm activations get channel ranges `factor` times wider, as in ImageNet DeiTs.
+Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed);
 
 }  // namespace reparq

@@ -87,8 +87,10 @@ struct Executor::Impl {
   int slots = 0;
   std::vector<float> scores;       // slots x T x T
   std::vector<uint8_t> levels;     // slots x T x T
-  std::vector<int8_t> khead;       // slots x T x hd: one head's k, contiguous
-  std::vector<int8_t> vthead;      // slots x hd x T: one head's v, transposed
+  // Per slot, one head's k (T channels x hd) and v^T (hd channels x T) packed as GEMM weights
+  // straight from kvals / vvals (repack_weights_s8 reuses the memory: no allocation per head).
+  std::vector<PackedWeights> kpack, vpack;
+  std::vector<int32_t> attn_rowsum;  // slots x T: row sums for the attention GEMMs
 
   bool profile = false;
   double stage_s[kStages] = {};
@@ -203,8 +205,11 @@ void Executor::Impl::ensure(int64_t batch) {
   slots = int(std::min<int64_t>(batch * m.heads, 4 * int64_t(threads)));
   grow(scores, size_t(slots * T * T));
   grow(levels, size_t(slots * T * T));
-  grow(khead, size_t(slots * T * hd));
-  grow(vthead, size_t(slots * T * hd));
+  grow(attn_rowsum, size_t(slots * T));
+  if (kpack.size() < size_t(slots)) {
+    kpack.resize(size_t(slots));
+    vpack.resize(size_t(slots));
+  }
   cap = batch;
 }
 
@@ -217,20 +222,16 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
   auto task = [&](int slot) {
     float* sc = scores.data() + int64_t(slot) * T * T;
     uint8_t* lv = levels.data() + int64_t(slot) * T * T;
-    int8_t* kh = khead.data() + int64_t(slot) * T * hd;
-    int8_t* vt = vthead.data() + int64_t(slot) * T * hd;
+    PackedWeights& kw = kpack[size_t(slot)];
+    PackedWeights& vw = vpack[size_t(slot)];
+    int32_t* rs = attn_rowsum.data() + int64_t(slot) * T;
     // Static split of the (image, head) pairs over the slots: results do not depend on it.
     const int64_t p0 = pairs * slot / n_slots, p1 = pairs * (slot + 1) / n_slots;
     for (int64_t pr = p0; pr < p1; ++pr) {
       const int64_t b = pr / heads, h = pr % heads;
       const int64_t base = b * T * D + h * hd;
-      for (int64_t t = 0; t < T; ++t) {
-        std::memcpy(kh + t * hd, kvals.data() + base + t * D, size_t(hd));
-        const int8_t* vr = vvals.data() + base + t * D;
-        for (int64_t d = 0; d < hd; ++d) vt[d * T + t] = vr[d];
-      }
-      // S = (q - zq)(k - zk)^T * (sq*sk): k is the weights operand.
-      const PackedWeights kw = pack_weights(kh, int(T), int(hd), 8, blk.zk.data(), isa, qb.q.bits);
+      // S = (q - zq)(k - zk)^T * (sq*sk): k is the weights operand (T channels, rows of hd).
+      repack_weights_s8(kw, kvals.data() + base, D, 1, int(T), int(hd), blk.zk.data(), isa, qb.q.bits);
       GemmArgs g;
       g.m = int(mq);
       g.a = qcodes.data() + base;
@@ -241,10 +242,12 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
       g.ldo = T;
       g.sa = qb.q.scale;
       g.sw = blk.sk.data();
+      g.rowsum_scratch = rs;
       gemm(kw, g, nullptr);
       for (int64_t i = 0; i < mq; ++i) ops->softmax_levels(sc + i * T, int(T), inv_sqrt_hd, &blk.coder_view, lv + i * T);
       // O = levels x (v - zv), * (lut_scale*sv), quantized with proj.input (u8 epilogue).
-      const PackedWeights vw = pack_weights(vt, int(hd), int(T), 8, blk.zv.data(), isa, 8);
+      // v^T: hd channels, W[d][t] = v[t][d].
+      repack_weights_s8(vw, vvals.data() + base, 1, D, int(hd), int(T), blk.zv.data(), isa, 8);
       GemmArgs o;
       o.m = int(mq);
       o.a = lv;
@@ -258,6 +261,7 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
       o.inv_so = po.inv_scale;
       o.zo = po.zero;
       o.out_bits = qb.proj.input.bits;
+      o.rowsum_scratch = rs;
       gemm(vw, o, nullptr);
     }
   };
@@ -448,11 +452,17 @@ size_t Executor::packed_weight_bytes() const {
   return n;
 }
 
+static size_t attn_pack_bytes(const std::vector<PackedWeights>& v) {
+  size_t n = 0;
+  for (const PackedWeights& w : v) n += w.data_bytes;
+  return n;
+}
+
 size_t Executor::workspace_bytes() const {
   const Impl& I = *impl_;
   return I.im2col.size() + I.x.size() * 4 + I.y.size() * 4 + I.a.size() + I.hcodes.size() + I.qcodes.size() +
          I.kvals.size() + I.vvals.size() + I.cls_codes.size() + I.scores.size() * 4 + I.levels.size() +
-         I.khead.size() + I.vthead.size();
+         attn_pack_bytes(I.kpack) + attn_pack_bytes(I.vpack) + I.attn_rowsum.size() * 4;
 }
 
 void Executor::set_profile(bool on) { impl_->profile = on; }

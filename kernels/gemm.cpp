@@ -108,11 +108,8 @@ void validate_shape(int n, int k, int bits, int a_bits) {
   }
 }
 
-// value(n, k) -> W[n][k] as int (canonical, not offset), for n < N, k < K.
-template <class Value>
-PackedWeights pack_impl(Value value, int n, int k, int bits, const std::int32_t* zw, Isa isa,
-                        int a_bits) {
-  validate_shape(n, k, bits, a_bits);
+// Checks the zero points (and the ISA) before any weight is read.
+void validate_zw(int n, int bits, const std::int32_t* zw, Isa isa) {
   if (!isa_available(isa)) {
     throw UsageError(std::string("pack_weights: this CPU or build lacks ISA ") + isa_name(isa));
   }
@@ -125,30 +122,73 @@ PackedWeights pack_impl(Value value, int n, int k, int bits, const std::int32_t*
                        std::to_string(hi) + "] for " + std::to_string(bits) + "-bit weights");
     }
   }
+}
 
-  PackedWeights p;
+// Sets the header fields and zw_orig of `p` and makes `p.data` hold at least `bytes` bytes
+// (rounded up to 64), reusing the current buffer when it is large enough. With `zero`, the
+// first `bytes` (rounded) bytes are cleared.
+void prepare(PackedWeights& p, int n, int k, int bits, int a_bits, const std::int32_t* zw,
+             Isa isa, std::size_t bytes, bool zero) {
   p.isa = isa;
   p.n = n;
   p.k = k;
   p.bits = bits;
   p.a_bits = a_bits;
+  p.needs_rowsum = false;
   p.zw_orig.assign(static_cast<size_t>(n), 0);
   if (zw != nullptr) std::copy(zw, zw + n, p.zw_orig.begin());
-
-  auto alloc = [&p](std::size_t bytes) {
-    const std::size_t rounded = (bytes + 63) / 64 * 64;
+  const std::size_t rounded = (bytes + 63) / 64 * 64;
+  if (p.data == nullptr || p.data_bytes < rounded) {
     void* mem = std::aligned_alloc(64, rounded);
     if (mem == nullptr) throw std::bad_alloc();
-    std::memset(mem, 0, rounded);
     p.data.reset(static_cast<std::int8_t*>(mem));
     p.data_bytes = rounded;
-  };
+  }
+  if (zero) std::memset(p.data.get(), 0, rounded);
+}
+
+// Geometry of the SIMD layouts: panel_n, n_panels, panel_bytes; returns the bytes to allocate.
+std::size_t set_geometry(PackedWeights& p, const Layout& l, int n, int k) {
+  p.panel_n = l.block * l.panel_blocks;
+  p.n_panels = (n + p.panel_n - 1) / p.panel_n;
+  const int n_groups = (k + l.k_group - 1) / l.k_group;
+  p.panel_bytes = static_cast<std::int64_t>(n_groups) * l.panel_blocks * l.sub_bytes;
+  return static_cast<std::size_t>(p.panel_bytes * p.n_panels);
+}
+
+// Per-channel zw (stored: + offset) and K*zw - colsum (stored values), padded to whole panels.
+// colsum(i) = sum_j of the stored values of channel i.
+template <class Colsum>
+void set_channel_sums(PackedWeights& p, int offset, Colsum colsum) {
+  const std::size_t n_pad = static_cast<std::size_t>(p.n_panels) * p.panel_n;
+  p.zw.assign(n_pad, 0);
+  p.kzw_csum.assign(n_pad, 0);
+  for (int i = 0; i < p.n; ++i) {
+    const std::int64_t z = p.zw_orig[i] + offset;
+    p.zw[i] = static_cast<std::int32_t>(z);
+    // K*zw - colsum fits in int64; keep it modulo 2^32 (the kernels compute in wrapping int32).
+    p.kzw_csum[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(
+        static_cast<std::uint64_t>(static_cast<std::int64_t>(p.k) * z - colsum(i))));
+    if (z != 0) p.needs_rowsum = true;
+  }
+}
+
+// value(n, k) -> W[n][k] as int (canonical, not offset), for n < N, k < K. Packs into `p`,
+// reusing its memory when large enough.
+template <class Value>
+void pack_into(PackedWeights& p, Value value, int n, int k, int bits, const std::int32_t* zw,
+               Isa isa, int a_bits) {
+  validate_shape(n, k, bits, a_bits);
+  validate_zw(n, bits, zw, isa);
 
   if (isa == Isa::Scalar) {
+    const std::int64_t row_bytes = bits == 8 ? k : (k + 1) / 2;
+    prepare(p, n, k, bits, a_bits, zw, isa, static_cast<std::size_t>(row_bytes * n), true);
     p.panel_n = detail::kScalarPanel;
     p.n_panels = (n + p.panel_n - 1) / p.panel_n;
-    const std::int64_t row_bytes = bits == 8 ? k : (k + 1) / 2;
-    alloc(static_cast<std::size_t>(row_bytes * n));
+    p.panel_bytes = 0;
+    p.zw.clear();
+    p.kzw_csum.clear();
     std::uint8_t* d = reinterpret_cast<std::uint8_t*>(p.data.get());
     for (int i = 0; i < n; ++i) {
       for (int j = 0; j < k; ++j) {
@@ -160,16 +200,13 @@ PackedWeights pack_impl(Value value, int n, int k, int bits, const std::int32_t*
         }
       }
     }
-    p.needs_rowsum = false;
-    return p;
+    return;
   }
 
   const Layout l = layout_for(isa, bits);
-  p.panel_n = l.block * l.panel_blocks;
-  p.n_panels = (n + p.panel_n - 1) / p.panel_n;
+  const std::size_t bytes = set_geometry(p, l, n, k);
+  prepare(p, n, k, bits, a_bits, zw, isa, bytes, true);
   const int n_groups = (k + l.k_group - 1) / l.k_group;
-  p.panel_bytes = static_cast<std::int64_t>(n_groups) * l.panel_blocks * l.sub_bytes;
-  alloc(static_cast<std::size_t>(p.panel_bytes * p.n_panels));
 
   // Stored value: W, or W + 8 (offset binary) for int4.
   const int offset = bits == 4 ? 8 : 0;
@@ -209,20 +246,18 @@ PackedWeights pack_impl(Value value, int n, int k, int bits, const std::int32_t*
       }
     }
   }
-
-  const std::size_t n_pad = static_cast<std::size_t>(p.n_panels) * p.panel_n;
-  p.zw.assign(n_pad, 0);
-  p.kzw_csum.assign(n_pad, 0);
-  for (int i = 0; i < n; ++i) {
+  set_channel_sums(p, offset, [&](int i) {
     std::int64_t colsum = 0;
     for (int j = 0; j < k; ++j) colsum += stored(i, j);
-    const std::int64_t z = p.zw_orig[i] + offset;
-    p.zw[i] = static_cast<std::int32_t>(z);
-    // K*zw - colsum fits in int64; keep it modulo 2^32 (the kernels compute in wrapping int32).
-    p.kzw_csum[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(
-        static_cast<std::uint64_t>(static_cast<std::int64_t>(k) * z - colsum)));
-    if (z != 0) p.needs_rowsum = true;
-  }
+    return colsum;
+  });
+}
+
+template <class Value>
+PackedWeights pack_impl(Value value, int n, int k, int bits, const std::int32_t* zw, Isa isa,
+                        int a_bits) {
+  PackedWeights p;
+  pack_into(p, value, n, k, bits, zw, isa, a_bits);
   return p;
 }
 
@@ -273,6 +308,39 @@ PackedWeights pack_weights_int4_rows(const std::uint8_t* rows, int n, int k,
   return pack_impl(value, n, k, 4, zw, isa, a_bits);
 }
 
+void repack_weights_s8(PackedWeights& w, const std::int8_t* src, std::int64_t stride_n,
+                       std::int64_t stride_k, int n, int k, const std::int32_t* zw, Isa isa,
+                       int a_bits) {
+  if (src == nullptr) throw UsageError("repack_weights_s8: null source");
+  const detail::PackS8Fn fast = isa_available(isa) ? kernels_for(isa).pack_s8 : nullptr;
+  if (fast != nullptr) {
+    validate_shape(n, k, 8, a_bits);
+    validate_zw(n, 8, zw, isa);
+    const std::size_t bytes = set_geometry(w, layout_for(isa, 8), n, k);
+    prepare(w, n, k, 8, a_bits, zw, isa, bytes, false);
+    const std::size_t n_pad = static_cast<std::size_t>(w.n_panels) * w.panel_n;
+    w.kzw_csum.resize(n_pad);  // colsum scratch first, then K*zw - colsum in place
+    if (fast(src, stride_n, stride_k, n, k, w.data.get(), w.kzw_csum.data())) {
+      // In place: colsum[i] -> K*zw - colsum (mod 2^32), as set_channel_sums does.
+      std::int32_t* kc = w.kzw_csum.data();
+      for (int i = 0; i < n; ++i) {
+        const std::int64_t z = w.zw_orig[i];
+        kc[i] = static_cast<std::int32_t>(static_cast<std::uint32_t>(
+            static_cast<std::uint64_t>(static_cast<std::int64_t>(k) * z - kc[i])));
+        if (z != 0) w.needs_rowsum = true;
+      }
+      std::fill(w.kzw_csum.begin() + n, w.kzw_csum.end(), 0);
+      w.zw.assign(n_pad, 0);
+      std::copy(w.zw_orig.begin(), w.zw_orig.end(), w.zw.begin());
+      return;
+    }
+  }
+  auto value = [src, stride_n, stride_k](int i, int j) {
+    return static_cast<int>(src[i * stride_n + j * stride_k]);
+  };
+  pack_into(w, value, n, k, 8, zw, isa, a_bits);
+}
+
 const char* gemm_kernel_name(const PackedWeights& w) {
   const GemmIsaKernels& k = kernels_for(w.isa);
   return w.bits == 8 ? k.name_int8 : k.name_int4;
@@ -309,9 +377,13 @@ void gemm(const PackedWeights& w, const GemmArgs& args, ThreadPool* pool) {
   call.args = &args;
   thread_local std::vector<std::int32_t> rowsum;  // grows once, reused: no steady-state malloc
   if (w.needs_rowsum) {
-    if (rowsum.size() < static_cast<std::size_t>(args.m)) rowsum.resize(args.m);
-    kernels.rowsum(args.a, args.lda, args.m, w.k, rowsum.data());
-    call.rowsum = rowsum.data();
+    std::int32_t* rs = args.rowsum_scratch;
+    if (rs == nullptr) {
+      if (rowsum.size() < static_cast<std::size_t>(args.m)) rowsum.resize(args.m);
+      rs = rowsum.data();
+    }
+    kernels.rowsum(args.a, args.lda, args.m, w.k, rs);
+    call.rowsum = rs;
   }
 
   const int n_chunks = (args.m + kRowChunk - 1) / kRowChunk;

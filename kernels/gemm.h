@@ -108,6 +108,18 @@ PackedWeights pack_weights(const std::int8_t* w, int n, int k, int bits, const s
 PackedWeights pack_weights_int4_rows(const std::uint8_t* w_rows, int n, int k,
                                      const std::int32_t* zw, Isa isa = best_isa(), int a_bits = 8);
 
+// Re-packs int8 weights into `w` for `isa`, reusing its memory: once `w` has held weights at
+// least this large, no allocation happens (the attention packs K and V^T per head with it).
+// W[i][j] = src[i * stride_n + j * stride_k] for i < n, j < k (strides in elements, either
+// may be 1: stride_k = 1 reads rows, stride_n = 1 reads the transpose). zw: n zero points or
+// nullptr. The result equals pack_weights() of the same values (tests/kernels/test_gemm.cpp),
+// except that data_bytes keeps the capacity. The Avx512Vnni layout has a vectorized packer for
+// stride_k == 1 and for stride_n == 1; other cases use the generic one. Throws like
+// pack_weights (bits are 8).
+void repack_weights_s8(PackedWeights& w, const std::int8_t* src, std::int64_t stride_n,
+                       std::int64_t stride_k, int n, int k, const std::int32_t* zw, Isa isa,
+                       int a_bits = 8);
+
 struct GemmArgs {
   int m = 0;                          // rows of A and of the output
   const std::uint8_t* a = nullptr;    // M x K codes
@@ -124,6 +136,12 @@ struct GemmArgs {
   float inv_so = 1.0f;                // Uint8: 1 / output scale
   std::int32_t zo = 0;                // Uint8: output zero point
   int out_bits = 8;                   // Uint8: qmax = 2^out_bits - 1, 1..8
+
+  // Optional scratch of >= m int32 for the row sums of A (needed when a weight zero point is
+  // nonzero). nullptr: a thread-local buffer that grows to the largest M seen on that thread.
+  // Callers that run gemm() on pool threads pass their own, so that no allocation depends on
+  // which thread ran which call.
+  std::int32_t* rowsum_scratch = nullptr;
 };
 
 // out = epilogue(A x W^T). Splits work over (row chunk, channel panel) tasks on `pool` (or runs

@@ -22,7 +22,14 @@ using GemmPanelFn = void (*)(const GemmCall& call, int m_begin, int m_end, int p
 using RowsumFn = void (*)(const std::uint8_t* a, std::int64_t lda, int m, int k,
                           std::int32_t* out);
 
+// Optional fast int8 packer for the ISA's layout (see repack_weights_s8): writes the whole
+// packed area (panels, zero padding included) to dst and colsum[i] = sum_j W[i][j] for i < n.
+// Returns false (writing nothing) when it does not handle these strides.
+using PackS8Fn = bool (*)(const std::int8_t* src, std::int64_t stride_n, std::int64_t stride_k,
+                          int n, int k, std::int8_t* dst, std::int32_t* colsum);
+
 struct GemmIsaKernels {
+  PackS8Fn pack_s8 = nullptr;
   GemmPanelFn panel_int8 = nullptr;
   GemmPanelFn panel_int4 = nullptr;
   RowsumFn rowsum = nullptr;

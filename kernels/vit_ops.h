@@ -40,13 +40,24 @@ struct AttnCoder {
   std::vector<int32_t> start;    // key_max - key_min + 1 (int32: vector gathers)
   std::vector<float> thr;        // 2^bits: thresholds, then -inf
   std::vector<int32_t> lut;      // 2^bits levels (int32: vector gathers)
+  // Per key, when steps <= 1 (else empty), for the vectorized softmax (one 64-bit gather per 8
+  // values instead of three dependent 32-bit gathers): with c = start[key],
+  //   low 32 bits:  the bits of thr[c] (-inf when steps == 0);
+  //   high 32 bits: (lut[c] & 255) | (lut[c + 1] & 255) << 8 (lut[c] twice when c is the last code).
+  // The level is then (a < threshold ? the high byte : the low byte) of the high word.
+  std::vector<int64_t> key_entry;
   struct View {
     int shift, key_min, key_max, steps;
     const int32_t* start;
     const float* thr;
     const int32_t* lut;
+    const int64_t* key_entry;     // nullptr when steps > 1
   };
-  View view() const { return {shift, key_min, key_max, steps, start.data(), thr.data(), lut.data()}; }
+  View view() const {
+    const bool direct = steps <= 1 && !key_entry.empty();
+    return {shift, key_min, key_max, steps, start.data(), thr.data(), lut.data(),
+            direct ? key_entry.data() : nullptr};
+  }
 };
 AttnCoder make_attn_coder(const AttnQuant& q);
 

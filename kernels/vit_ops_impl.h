@@ -60,7 +60,7 @@ static inline float vo_exp(float x) {
 // erf(x): odd; on [0, 4) eight intervals of width 1/2, each a degree-7 polynomial in
 // (|x| - centre) fitted to erf (Chebyshev least squares; max abs error 7e-8 in float);
 // 1 from 4 on (erf(4) = 1 - 1.5e-8 rounds to 1.0f). erf(+-NaN) = +-1 (GELU(NaN) stays NaN).
-static const float vo_erf_coef[8][8] = {
+static constexpr float vo_erf_coef[8][8] = {
     {2.763263881e-01f, 1.060014129e+00f, -2.650030851e-01f, -3.091705441e-01f, 1.269408762e-01f, 8.003829420e-02f, -3.941861168e-02f, -1.582425646e-02f},
     {7.111556530e-01f, 6.429310441e-01f, -4.821981788e-01f, 2.678843401e-02f, 1.506771892e-01f, -5.322016031e-02f, -2.660210989e-02f, 1.791717112e-02f},
     {9.229001403e-01f, 2.365211248e-01f, -2.956516743e-01f, 1.675358713e-01f, -6.135778502e-03f, -4.718590155e-02f, 2.064384148e-02f, 3.738367232e-03f},

@@ -76,6 +76,16 @@ AttnCoder make_attn_coder(const AttnQuant& q) {
   best.thr.assign(q.thresholds.begin(), q.thresholds.end());
   best.thr.push_back(-inf);
   best.lut.assign(q.lut.begin(), q.lut.end());
+  if (best.steps <= 1) {
+    const size_t n_keys = best.start.size();
+    best.key_entry.resize(n_keys);
+    for (size_t key = 0; key < n_keys; ++key) {
+      const int c = best.start[key];
+      const uint32_t lv0 = uint32_t(best.lut[c]) & 255, lv1 = c + 1 < L ? uint32_t(best.lut[c + 1]) & 255 : lv0;
+      const uint32_t thr_bits = uint32_t(float_bits(best.steps == 1 ? best.thr[c] : -inf));
+      best.key_entry[key] = int64_t((uint64_t(lv0 | (lv1 << 8)) << 32) | thr_bits);
+    }
+  }
   return best;
 }
 

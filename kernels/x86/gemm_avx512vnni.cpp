@@ -293,10 +293,121 @@ void rowsum(const std::uint8_t* a, std::int64_t lda, int m, int k, std::int32_t*
   }
 }
 
+// ---- pack_s8: the vectorized twin of gemm.cpp's generic packer (S8Quad layout) ------------
+// Panel p, k-group g (4 k), block b of the panel's nb blocks: 64 bytes at
+// p * panel_bytes + (g * nb + b) * 64, byte 4c + i = W[16(4p + b) + c][4g + i]; zero padding.
+
+// Rows contiguous (stride_k == 1): each 64-byte sub-block is 16 dwords, one per channel, taken
+// with a masked gather from the 16 channel rows.
+void pack_rows(const std::int8_t* src, std::int64_t stride_n, int n, int k, std::int8_t* dst,
+               std::int32_t* colsum, std::int64_t panel_bytes, int n_panels) {
+  const int full = k / 4, rest = k - full * 4, n_groups = (k + 3) / 4;
+  const int n_blocks = (n + kBlock - 1) / kBlock;
+  const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                         _mm512_set1_epi32(static_cast<int>(stride_n)));
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int p = 0; p < n_panels; ++p) {
+    const int nb = std::min(kMaxNB, n_blocks - p * kMaxNB);
+    std::int8_t* pb = dst + p * panel_bytes;
+    for (int b = 0; b < nb; ++b) {
+      const int n0 = (p * kMaxNB + b) * kBlock;
+      const int valid = std::min(kBlock, n - n0);
+      const __mmask16 m = valid >= kBlock ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << valid) - 1u);
+      const std::int8_t* rows = src + n0 * stride_n;
+      __m512i sum = _mm512_setzero_si512();
+      for (int g = 0; g < full; ++g) {
+        const __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, rows + 4 * g, 1);
+        _mm512_store_si512(pb + (static_cast<std::int64_t>(g) * nb + b) * 64, v);
+        sum = _mm512_dpbusd_epi32(sum, ones, v);
+      }
+      if (rest > 0) {
+        alignas(64) std::int8_t t[64] = {};
+        for (int c = 0; c < valid; ++c)
+          for (int i = 0; i < rest; ++i) t[4 * c + i] = rows[c * stride_n + 4 * full + i];
+        const __m512i v = _mm512_load_si512(t);
+        _mm512_store_si512(pb + (static_cast<std::int64_t>(full) * nb + b) * 64, v);
+        sum = _mm512_dpbusd_epi32(sum, ones, v);
+      }
+      _mm512_mask_storeu_epi32(colsum + n0, m, sum);
+    }
+    // The unused tail of a partial last panel, zeroed so that the bytes equal pack_weights'.
+    const std::int64_t used = static_cast<std::int64_t>(n_groups) * nb * 64;
+    if (used < panel_bytes) std::memset(pb + used, 0, static_cast<std::size_t>(panel_bytes - used));
+  }
+}
+
+// Transposed source (stride_n == 1: W[i][j] = src[j * stride_k + i]): per group of 4 k, four
+// source rows of 64 channels are interleaved bytewise (unpack 8 then 16 within 128-bit lanes),
+// then a 4 x 4 transpose of 128-bit lanes puts each block's 16 channels x 4 k together.
+void pack_cols(const std::int8_t* src, std::int64_t stride_k, int n, int k, std::int8_t* dst,
+               std::int32_t* colsum, std::int64_t panel_bytes, int n_panels) {
+  const int n_groups = (k + 3) / 4;
+  const int n_blocks = (n + kBlock - 1) / kBlock;
+  const __m512i ones = _mm512_set1_epi8(1);
+  for (int p = 0; p < n_panels; ++p) {
+    const int nb = std::min(kMaxNB, n_blocks - p * kMaxNB);
+    const int c0 = p * kMaxNB * kBlock;
+    const int valid = std::min(kMaxNB * kBlock, n - c0);
+    const __mmask64 m = valid >= 64 ? ~0ULL : ((1ULL << valid) - 1ULL);
+    std::int8_t* pb = dst + p * panel_bytes;
+    __m512i sum[kMaxNB];
+    for (int j = 0; j < kMaxNB; ++j) sum[j] = _mm512_setzero_si512();
+    for (int g = 0; g < n_groups; ++g) {
+      __m512i r[4];
+      for (int i = 0; i < 4; ++i) {
+        const int kk = 4 * g + i;
+        r[i] = kk < k ? _mm512_maskz_loadu_epi8(m, src + kk * stride_k + c0) : _mm512_setzero_si512();
+      }
+      const __m512i t0 = _mm512_unpacklo_epi8(r[0], r[1]), t1 = _mm512_unpackhi_epi8(r[0], r[1]);
+      const __m512i t2 = _mm512_unpacklo_epi8(r[2], r[3]), t3 = _mm512_unpackhi_epi8(r[2], r[3]);
+      const __m512i u0 = _mm512_unpacklo_epi16(t0, t2), u1 = _mm512_unpackhi_epi16(t0, t2);
+      const __m512i u2 = _mm512_unpacklo_epi16(t1, t3), u3 = _mm512_unpackhi_epi16(t1, t3);
+      // u0..u3 lane L: channels 16L + 0..3, 4..7, 8..11, 12..15 (4 k each).
+      const __m512i x0 = _mm512_shuffle_i64x2(u0, u1, 0x44), x1 = _mm512_shuffle_i64x2(u2, u3, 0x44);
+      const __m512i x2 = _mm512_shuffle_i64x2(u0, u1, 0xEE), x3 = _mm512_shuffle_i64x2(u2, u3, 0xEE);
+      __m512i blk[kMaxNB];
+      blk[0] = _mm512_shuffle_i64x2(x0, x1, 0x88);
+      blk[1] = _mm512_shuffle_i64x2(x0, x1, 0xDD);
+      blk[2] = _mm512_shuffle_i64x2(x2, x3, 0x88);
+      blk[3] = _mm512_shuffle_i64x2(x2, x3, 0xDD);
+      std::int8_t* gb = pb + static_cast<std::int64_t>(g) * nb * 64;
+      for (int j = 0; j < nb; ++j) {
+        _mm512_store_si512(gb + j * 64, blk[j]);
+        sum[j] = _mm512_dpbusd_epi32(sum[j], ones, blk[j]);
+      }
+    }
+    for (int j = 0; j < nb; ++j) {
+      const int cj = c0 + j * kBlock;
+      const int vj = std::min(kBlock, n - cj);
+      const __mmask16 mj = vj >= kBlock ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << vj) - 1u);
+      _mm512_mask_storeu_epi32(colsum + cj, mj, sum[j]);
+    }
+    const std::int64_t used = static_cast<std::int64_t>(n_groups) * nb * 64;
+    if (used < panel_bytes) std::memset(pb + used, 0, static_cast<std::size_t>(panel_bytes - used));
+  }
+}
+
+bool pack_s8(const std::int8_t* src, std::int64_t stride_n, std::int64_t stride_k, int n, int k,
+             std::int8_t* dst, std::int32_t* colsum) {
+  const int n_groups = (k + 3) / 4;
+  const int n_panels = (n + kMaxNB * kBlock - 1) / (kMaxNB * kBlock);
+  const std::int64_t panel_bytes = static_cast<std::int64_t>(n_groups) * kMaxNB * 64;
+  if (stride_k == 1 && stride_n >= 0 && stride_n * kBlock <= 0x7FFFFFFF) {
+    pack_rows(src, stride_n, n, k, dst, colsum, panel_bytes, n_panels);
+    return true;
+  }
+  if (stride_n == 1) {
+    pack_cols(src, stride_k, n, k, dst, colsum, panel_bytes, n_panels);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 GemmIsaKernels gemm_kernels_avx512vnni() {
   GemmIsaKernels k;
+  k.pack_s8 = pack_s8;
   k.panel_int8 = panel<false>;
   k.panel_int4 = panel<true>;
   k.rowsum = rowsum;

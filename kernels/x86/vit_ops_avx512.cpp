@@ -1,6 +1,20 @@
-// vit_ops_avx512.cpp: the executor's float row operations (kernels/vit_ops_impl.h) compiled with
-// the avx512 flags: the compiler vectorizes the same loops; results are bit-identical to
-// kernels/vit_ref.cpp (no FMA contraction, no fast-math; tested in test_executor.cpp).
+// vit_ops_avx512.cpp: the executor's float row operations for Avx512Vnni.
+//
+// LayerNorm and the plain quantizers are kernels/vit_ops_impl.h compiled with the avx512 flags
+// (the compiler vectorizes those loops). Softmax + post-Softmax codes, GELU + quantize, exp and
+// erf are written with AVX-512 intrinsics below, because GCC 12 does not vectorize the table
+// lookups (erf's per-interval coefficients, the coder's start / threshold / level tables) and
+// left those loops scalar. Their scalar reference twins are the vo_* functions of
+// vit_ops_impl.h (kernels/vit_ref.cpp); every vector operation here is the same IEEE float or
+// double operation on the same operands in the same order (no FMA: -ffp-contract=off, no
+// fast-math), so results are bit-identical (tests/kernels/test_executor.cpp, VitRowOps.*).
+// Flags (kernels/CMakeLists.txt): -mavx512f -mavx512bw -mavx512vl -mavx512dq; only F and BW
+// instructions are used here.
+// GCC 12 false positive inside avx512fintrin.h (the `__Y = __Y` idiom, GCC bug 105593).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+
 #include <cstdint>
 
 #include "kernels/vit_ops.h"
@@ -10,9 +24,193 @@ namespace vitops_avx512 {
 #define VO_NAME "avx512"
 #include "kernels/vit_ops_impl.h"
 #undef VO_NAME
+
+// ---- elementwise pieces, lane for lane the scalar vo_* helpers ------------------------------
+
+// vo_round_even: (t + 1.5*2^23) - 1.5*2^23.
+static inline __m512 v_round_even(__m512 t) {
+  const __m512 magic = _mm512_set1_ps(12582912.0f);
+  return _mm512_sub_ps(_mm512_add_ps(t, magic), magic);
+}
+
+// vo_quantize -> int32 codes in [0, qmax].
+static inline __m512i v_quantize(__m512 y, QuantParams q) {
+  __m512 t = _mm512_mul_ps(y, _mm512_set1_ps(q.inv_scale));
+  t = _mm512_max_ps(t, _mm512_set1_ps(-65536.0f));  // t > lo ? t : lo (NaN -> lo)
+  t = _mm512_min_ps(t, _mm512_set1_ps(65536.0f));   // t < hi ? t : hi
+  __m512i c = _mm512_add_epi32(_mm512_cvttps_epi32(v_round_even(t)), _mm512_set1_epi32(q.zero));
+  c = _mm512_max_epi32(c, _mm512_setzero_si512());
+  return _mm512_min_epi32(c, _mm512_set1_epi32(q.qmax));
+}
+
+// vo_exp.
+static inline __m512 v_exp(__m512 x) {
+  const __mmask16 not_tiny = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.0f), _CMP_GE_OQ);
+  __m512 xc = _mm512_min_ps(x, _mm512_set1_ps(88.0f));    // x < 88 ? x : 88 (NaN -> 88)
+  xc = _mm512_max_ps(xc, _mm512_set1_ps(-87.0f));         // xc >= -87 ? xc : -87 (xc not NaN)
+  const __m512 n = v_round_even(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269502f)));
+  __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+  r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+  __m512 p = _mm512_set1_ps(1.98412698e-4f);
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.38888889e-3f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.33333333e-3f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.16666667e-2f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.66666667e-1f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(0.5f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+  p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.0f));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mov_ps(not_tiny, _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
+}
+
+// vo_erf_coef transposed: row j holds coefficient j of the eight intervals (lanes 0..7), so a
+// permute by the interval index picks each lane's coefficient. Built at compile time (a dynamic
+// initializer in this file could run AVX-512 code at start-up on a CPU without it).
+struct ErfTable {
+  alignas(64) float c[8][16];
+  constexpr ErfTable() : c{} {
+    for (int j = 0; j < 8; ++j)
+      for (int i = 0; i < 16; ++i) c[j][i] = vo_erf_coef[i & 7][j];
+  }
+};
+static constexpr ErfTable v_erf_table{};
+
+// vo_erf.
+static inline __m512 v_erf(__m512 x) {
+  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(static_cast<int32_t>(0x80000000u)));
+  const __m512 ax = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF)));
+  const __m512 ac = _mm512_min_ps(ax, _mm512_set1_ps(3.99f));  // ax < 3.99 ? ax : 3.99 (NaN -> 3.99)
+  const __m512i i = _mm512_cvttps_epi32(_mm512_mul_ps(ac, _mm512_set1_ps(2.0f)));
+  const __m512 centre = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_set1_ps(0.5f)), _mm512_set1_ps(0.25f));
+  const __m512 t = _mm512_sub_ps(ac, centre);
+  const ErfTable& tb = v_erf_table;
+  __m512 p = _mm512_permutexvar_ps(i, _mm512_load_ps(tb.c[7]));
+  for (int j = 6; j >= 0; --j) p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_permutexvar_ps(i, _mm512_load_ps(tb.c[j])));
+  const __m512 one = _mm512_set1_ps(1.0f);
+  p = _mm512_min_ps(p, one);                                                       // p < 1 ? p : 1
+  p = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(4.0f), _CMP_LT_OQ), one, p);  // ax < 4 ? p : 1
+  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(p), sign));
+}
+
+static inline __mmask16 tail_mask(int r) { return r >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << r) - 1u); }
+
+// ---- row functions ------------------------------------------------------------------------
+
+static void v_gelu_quant(const float* y, int n, QuantParams q, uint8_t* out) {
+  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), rs2 = _mm512_set1_ps(0.70710678f);
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    const __m512 v = _mm512_maskz_loadu_ps(m, y + i);
+    // v * 0.5f * (1.0f + erf(v * 0.70710678f)), left to right.
+    const __m512 g = _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, v_erf(_mm512_mul_ps(v, rs2))));
+    _mm_mask_storeu_epi8(out + i, m, _mm512_cvtepi32_epi8(v_quantize(g, q)));
+  }
+}
+
+static void v_exp_row(const float* x, int n, float* out) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(out + i, m, v_exp(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+static void v_erf_row(const float* x, int n, float* out) {
+  for (int i = 0; i < n; i += 16) {
+    const __mmask16 m = tail_mask(n - i);
+    _mm512_mask_storeu_ps(out + i, m, v_erf(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+// vo_code on 16 lanes: bucket start from the key, then `steps` threshold comparisons.
+static inline __m512i v_code(__m512 a, const AttnCoder::View* cd) {
+  __m512i key = _mm512_sra_epi32(_mm512_castps_si512(a), _mm_cvtsi32_si128(cd->shift));
+  key = _mm512_max_epi32(key, _mm512_set1_epi32(cd->key_min));
+  key = _mm512_min_epi32(key, _mm512_set1_epi32(cd->key_max));
+  key = _mm512_sub_epi32(key, _mm512_set1_epi32(cd->key_min));
+  __m512i c = _mm512_i32gather_epi32(key, cd->start, 4);
+  const __m512i one = _mm512_set1_epi32(1);
+  for (int s = 0; s < cd->steps; ++s) {
+    const __m512 thr = _mm512_i32gather_ps(c, cd->thr, 4);
+    c = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(a, thr, _CMP_LT_OQ), c, one);  // c += a < thr[c]
+  }
+  return c;
+}
+
+static void v_codes_row(const float* a, int n, const AttnCoder::View* cd, uint8_t* out) {
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    // Masked-off lanes read 0.0f: a valid key, and their codes are not stored.
+    _mm_mask_storeu_epi8(out + j, m, _mm512_cvtepi32_epi8(v_code(_mm512_maskz_loadu_ps(m, a + j), cd)));
+  }
+}
+
+// vo_softmax_levels: t = s * inv (stored), m = max t (lanes fold with t > m ? t : m, so NaNs
+// are skipped as in the scalar fold; the maximum of non-NaN floats does not depend on the order,
+// and a +-0 difference cannot change exp(t - m)); e = exp(t - m) (stored); the sum in double
+// with the 8 interleaved partial sums of vo_sum8 (lanes 0..7 then 8..15 of each 16 floats add
+// elements i..i+7 then i+8..i+15 to p[0..7]; masked tails add +0.0, a no-op on sums of values
+// >= +0), combined in vo_reduce8's order; a = e / sum; out = lut[code(a)].
+static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* cd, uint8_t* out) {
+  const __m512 inv = _mm512_set1_ps(inv_sqrt_hd);
+  __m512 vm = _mm512_set1_ps(-__builtin_inff());
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    const __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv);
+    _mm512_mask_storeu_ps(s + j, m, t);
+    vm = _mm512_mask_max_ps(vm, m, t, vm);  // t > vm ? t : vm on the valid lanes
+  }
+  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
+  __m512d p = _mm512_setzero_pd();
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    const __m512 e = _mm512_maskz_mov_ps(m, v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx)));
+    _mm512_mask_storeu_ps(s + j, m, e);
+    p = _mm512_add_pd(p, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    p = _mm512_add_pd(p, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+  }
+  // ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)).
+  const __m256d q = _mm256_add_pd(_mm512_castpd512_pd256(p), _mm512_extractf64x4_pd(p, 1));
+  const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(q), _mm256_extractf128_pd(q, 1));
+  const double total = _mm_cvtsd_f64(_mm_add_sd(r, _mm_unpackhi_pd(r, r)));
+  const __m512 sum = _mm512_set1_ps(static_cast<float>(total));
+  if (cd->key_entry != nullptr) {
+    // steps <= 1: one 64-bit gather per 8 values brings the threshold and both candidate levels
+    // (vit_ops.h, AttnCoder::key_entry); level = a < threshold ? high byte : low byte.
+    const __m512i kmin = _mm512_set1_epi32(cd->key_min), kmax = _mm512_set1_epi32(cd->key_max);
+    const __m128i shift = _mm_cvtsi32_si128(cd->shift);
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    const long long* table = reinterpret_cast<const long long*>(cd->key_entry);
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      const __m512 a = _mm512_div_ps(_mm512_maskz_loadu_ps(m, s + j), sum);
+      __m512i key = _mm512_sra_epi32(_mm512_castps_si512(a), shift);
+      key = _mm512_sub_epi32(_mm512_min_epi32(_mm512_max_epi32(key, kmin), kmax), kmin);
+      const __m512i g0 = _mm512_i32gather_epi64(_mm512_castsi512_si256(key), table, 8);
+      const __m512i g1 = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(key, 1), table, 8);
+      const __m512 thr = _mm512_castsi512_ps(_mm512_permutex2var_epi32(g0, even, g1));
+      __m512i lv = _mm512_permutex2var_epi32(g0, odd, g1);
+      lv = _mm512_mask_srli_epi32(lv, _mm512_cmp_ps_mask(a, thr, _CMP_LT_OQ), lv, 8);
+      _mm_mask_storeu_epi8(out + j, m, _mm512_cvtepi32_epi8(lv));  // the low byte
+    }
+    return;
+  }
+  const int32_t* lut = cd->lut;
+  for (int j = 0; j < n; j += 16) {
+    const __mmask16 m = tail_mask(n - j);
+    const __m512 a = _mm512_div_ps(_mm512_maskz_loadu_ps(m, s + j), sum);
+    const __m512i c = v_code(a, cd);
+    _mm_mask_storeu_epi8(out + j, m, _mm512_cvtepi32_epi8(_mm512_i32gather_epi32(c, lut, 4)));
+  }
+}
+
+static const VitRowOps v_table = {
+    "avx512", vo_layernorm_quant, v_softmax_levels, v_gelu_quant, vo_quant_row, vo_quant_row_s8,
+    v_exp_row, v_erf_row, v_codes_row,
+};
 }  // namespace vitops_avx512
 
 namespace detail {
-const VitRowOps& vit_row_ops_avx512() { return vitops_avx512::vo_table; }
+const VitRowOps& vit_row_ops_avx512() { return vitops_avx512::v_table; }
 }  // namespace detail
 }  // namespace reparq

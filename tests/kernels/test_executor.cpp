@@ -23,6 +23,9 @@
 
 using namespace reparq;
 
+// Calls of the global operator new so far (tests/kernels/alloc_counter.cpp replaces it).
+long test_new_calls();
+
 namespace {
 
 std::vector<Isa> available_isas() {
@@ -349,18 +352,26 @@ TEST(Executor, MatchesReferenceW6A6) {
 
 // ---- (b) bit-identity across ISAs, threads and batch sizes ---------------------------------
 TEST(Executor, BitIdenticalAcrossIsaThreadsBatch) {
-  for (int variant = 0; variant < 2; ++variant) {
+  for (int variant = 0; variant < 3; ++variant) {
     Cfg c;
     c.dim = 48;
     c.heads = 3;
     c.image = 12;
     c.patch = 2;
-    c.chans = variant ? 3 : 1;
+    c.chans = variant == 1 ? 3 : 1;
     c.mlp = 80;
-    if (variant) {
+    if (variant == 1) {
       c.wbits = 4;
       c.kinds = {"logsqrt2", "tanq"};
       c.attn_bits = {4, 4};
+    }
+    if (variant == 2) {  // DeiT's attention shapes: 197 tokens, head_dim 64, 8-bit uniform softmax codes
+      c.dim = 128;
+      c.heads = 2;
+      c.image = 28;
+      c.mlp = 128;
+      c.kinds = {"uniform", "log2"};
+      c.attn_bits = {8, 4};
     }
     const QuantModel m = make_model(c, 10 + variant);
     std::mt19937 rng(99);
@@ -386,6 +397,29 @@ TEST(Executor, BitIdenticalAcrossIsaThreadsBatch) {
         EXPECT_EQ(0, std::memcmp(want.data(), again.data(), again.size() * 4));
       }
   }
+}
+
+// Once a batch size has been seen, run() allocates nothing (no per-head weight packing, no
+// scratch growth), for every ISA and thread count, at that batch size and below.
+TEST(Executor, NoAllocationAfterWarmUp) {
+  Cfg c;
+  c.dim = 64;
+  c.heads = 2;
+  c.image = 16;
+  c.patch = 2;  // 65 tokens: partial GEMM panels, blocks and k-groups in the attention
+  c.mlp = 96;
+  const QuantModel m = make_model(c, 21);
+  std::mt19937 rng(5);
+  std::vector<uint8_t> imgs = rand_images(rng, 3, c.image);
+  std::vector<float> logits(3 * c.classes);
+  for (Isa isa : available_isas())
+    for (int threads : {1, 2}) {
+      Executor ex(m, isa, threads);
+      ex.run(imgs.data(), 3, logits.data());
+      const long before = test_new_calls();
+      for (int64_t batch : {3, 1, 2}) ex.run(imgs.data(), batch, logits.data());
+      EXPECT_EQ(before, test_new_calls()) << isa_name(isa) << " threads " << threads;
+    }
 }
 
 TEST(Executor, RejectsBadArguments) {
@@ -447,6 +481,84 @@ TEST(VitRowOps, BitIdenticalAcrossIsas) {
       ref.erf_row(x.data(), n, e1.data());
       ops.erf_row(x.data(), n, e2.data());
       EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), n * 4)) << isa_name(isa) << " erf";
+    }
+  }
+}
+
+// The hand-vectorized ops (Avx512Vnni: exp, erf, GELU, softmax + codes) at the edges of their
+// piecewise definitions, bit for bit against the reference twin: erf's interval boundaries and
+// its 3.99 / 4 cut-offs, exp's -87 / 88 clamps, NaN, infinities, +-0, denormals, huge values,
+// and softmax rows holding NaN / -inf / all-equal scores, at lengths around the 16-lane tails.
+TEST(VitRowOps, VectorTwinsBitIdenticalAtEdges) {
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> x = {0.0f, -0.0f, nan, -nan, inf, -inf, 1e-45f, -1e-45f, 1e-38f, 3.99f, 4.0f, -4.0f,
+                          3.98999f, 4.00001f, 1e30f, -1e30f, 87.0f, 88.0f, 89.0f, -87.0f, -86.9999f, -87.0001f,
+                          -88.0f, -100.0f, 5.0f, -5.0f, 2.8284271f, 0.70710678f, 65536.0f, -65536.0f};
+  for (int i = 0; i <= 8; ++i) {
+    const float b = 0.5f * float(i);
+    for (float v : {b, std::nextafter(b, 10.0f), std::nextafter(b, -10.0f)}) {
+      x.push_back(v);
+      x.push_back(-v);
+      x.push_back(v * 1.41421356f);  // the GELU input whose erf argument lands on the boundary
+      x.push_back(-v * 1.41421356f);
+    }
+  }
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.f, 20.f);
+  for (int i = 0; i < 3000; ++i) x.push_back(nd(rng));
+  const int n = int(x.size());
+  const VitRowOps& ref = vit_row_ops_ref();
+  std::vector<AttnCoder> coders;
+  for (auto [k, b] : std::vector<std::pair<std::string, int>>{
+           {"uniform", 8}, {"log2", 4}, {"logsqrt2", 8}, {"tanq", 4}, {"tanq", 8}, {"uniform", 2}, {"log2", 2}, {"logsqrt2", 4}})
+    coders.push_back(make_attn_coder(make_attn(k, b, 1.0f)));
+  int direct = 0, general = 0;
+  for (const AttnCoder& cd : coders) (cd.view().key_entry != nullptr ? direct : general) += 1;
+  EXPECT_GT(direct, 0);
+  std::printf("  coders: %d with per-key tables (steps <= 1), %d without\n", direct, general);
+  for (Isa isa : available_isas()) {
+    const VitRowOps& ops = vit_row_ops(isa);
+    std::vector<float> e1(n), e2(n);
+    ref.exp_row(x.data(), n, e1.data());
+    ops.exp_row(x.data(), n, e2.data());
+    EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), size_t(n) * 4)) << isa_name(isa) << " exp";
+    ref.erf_row(x.data(), n, e1.data());
+    ops.erf_row(x.data(), n, e2.data());
+    EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), size_t(n) * 4)) << isa_name(isa) << " erf";
+    std::vector<uint8_t> o1(n), o2(n);
+    for (QuantParams q : {QuantParams{4.0f, 10, 255}, QuantParams{0.7f, 3, 15}, QuantParams{1e6f, 128, 255}}) {
+      for (int len : {n, 1, 15, 16, 17, 33}) {
+        std::fill(o2.begin(), o2.end(), 0xEE);
+        std::fill(o1.begin(), o1.end(), 0xEE);
+        ref.gelu_quant(x.data(), len, q, o1.data());
+        ops.gelu_quant(x.data(), len, q, o2.data());
+        EXPECT_EQ(o1, o2) << isa_name(isa) << " gelu len " << len;
+      }
+    }
+    // Softmax rows: random scores, with NaN / -inf / huge entries, all equal, tails 1..48.
+    // Each coder through its own view and through the general path (no per-key tables).
+    std::vector<AttnCoder::View> views;
+    for (const AttnCoder& cd : coders) {
+      views.push_back(cd.view());
+      views.push_back(cd.view());
+      views.back().key_entry = nullptr;
+    }
+    for (const AttnCoder::View& v : views) {
+      for (int len : {1, 2, 15, 16, 17, 31, 32, 33, 48, 197}) {
+        for (int kind = 0; kind < 5; ++kind) {
+          std::vector<float> row(len);
+          for (int j = 0; j < len; ++j) row[j] = nd(rng) * 4.0f;
+          if (kind == 1) row[len / 2] = nan;
+          if (kind == 2) row[0] = -inf;
+          if (kind == 3) std::fill(row.begin(), row.end(), 3.0f);
+          if (kind == 4) row[len - 1] = 1e30f;
+          std::vector<float> s1 = row, s2 = row;
+          std::vector<uint8_t> l1(len + 1, 0xEE), l2(len + 1, 0xEE);
+          ref.softmax_levels(s1.data(), len, 0.125f, &v, l1.data());
+          ops.softmax_levels(s2.data(), len, 0.125f, &v, l2.data());
+          EXPECT_EQ(l1, l2) << isa_name(isa) << " softmax len " << len << " kind " << kind;
+        }
+      }
     }
   }
 }

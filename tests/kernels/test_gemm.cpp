@@ -309,6 +309,80 @@ TEST_P(GemmIsa, MaximalKIsExactAndBeyondIsRejected) {
   }
 }
 
+// repack_weights_s8 (strided source, reused memory, the Avx512Vnni vectorized packer) must give
+// exactly what pack_weights gives for the same values: same bytes, sums and zero points, so
+// the GEMM over it is the reference's. Shapes cover the attention's (197 x 64 and 64 x 197),
+// partial panels, blocks and k-groups, and a buffer reused across larger and smaller shapes.
+TEST_P(GemmIsa, RepackEqualsPackWeights) {
+  const Isa isa = GetParam();
+  std::mt19937 rng(21);
+  std::uniform_int_distribution<int> uw(-128, 127);
+  PackedWeights reused;  // one buffer through every case, in both orientations
+  struct Shape { int n, k; };
+  const Shape shapes[] = {{197, 64}, {64, 197}, {1, 1}, {5, 3}, {16, 4}, {17, 5}, {63, 64},
+                          {65, 7}, {130, 33}, {3, 250}, {64, 1}, {256, 64}, {7, 2}};
+  for (const Shape sh : shapes) {
+    for (int transposed = 0; transposed < 2; ++transposed) {
+      for (int zmode = 0; zmode < 3; ++zmode) {
+        const int n = sh.n, k = sh.k;
+        // Source with gaps: W[i][j] at src[i * sn + j * sk].
+        const std::int64_t ld = (transposed ? n : k) + 3;
+        const std::int64_t sn = transposed ? 1 : ld, sk = transposed ? ld : 1;
+        std::vector<std::int8_t> src(static_cast<size_t>((transposed ? k : n) * ld), 0x55);
+        std::vector<std::int8_t> w(static_cast<size_t>(n) * k);
+        for (int i = 0; i < n; ++i)
+          for (int j = 0; j < k; ++j) {
+            const int v = (i % 7 == 3) ? ((j % 2) ? -128 : 127) : uw(rng);
+            w[static_cast<size_t>(i) * k + j] = static_cast<std::int8_t>(v);
+            src[static_cast<size_t>(i * sn + j * sk)] = static_cast<std::int8_t>(v);
+          }
+        std::vector<std::int32_t> zw(n, 0);
+        for (int i = 0; i < n; ++i) zw[i] = zmode == 0 ? 0 : zmode == 1 ? -3 : uw(rng);
+        const PackedWeights want = pack_weights(w.data(), n, k, 8, zw.data(), isa, 8);
+        repack_weights_s8(reused, src.data(), sn, sk, n, k, zw.data(), isa, 8);
+        const std::string what = std::string(isa_name(isa)) + " n=" + std::to_string(n) + " k=" +
+                                 std::to_string(k) + (transposed ? " transposed" : " rows") +
+                                 " zw mode " + std::to_string(zmode);
+        ASSERT_EQ(want.isa, reused.isa) << what;
+        ASSERT_EQ(want.n, reused.n) << what;
+        ASSERT_EQ(want.k, reused.k) << what;
+        ASSERT_EQ(want.bits, reused.bits) << what;
+        ASSERT_EQ(want.panel_n, reused.panel_n) << what;
+        ASSERT_EQ(want.n_panels, reused.n_panels) << what;
+        ASSERT_EQ(want.panel_bytes, reused.panel_bytes) << what;
+        ASSERT_EQ(want.needs_rowsum, reused.needs_rowsum) << what;
+        ASSERT_EQ(want.zw, reused.zw) << what;
+        ASSERT_EQ(want.kzw_csum, reused.kzw_csum) << what;
+        ASSERT_EQ(want.zw_orig, reused.zw_orig) << what;
+        ASSERT_GE(reused.data_bytes, want.data_bytes) << what;
+        ASSERT_EQ(0, std::memcmp(want.data.get(), reused.data.get(), want.data_bytes)) << what;
+        // And the GEMM over the repacked weights equals the reference.
+        std::vector<std::uint8_t> a(static_cast<size_t>(7) * k);
+        for (auto& v : a) v = static_cast<std::uint8_t>(rng());
+        std::vector<float> sw(n, 0.01f);
+        GemmArgs g;
+        g.m = 7;
+        g.a = a.data();
+        g.lda = k;
+        g.za = 17;
+        g.epilogue = Epilogue::Int32;
+        g.ldo = n;
+        std::vector<std::int32_t> got(static_cast<size_t>(7) * n), ref(got.size());
+        g.out = got.data();
+        gemm(reused, g);
+        g.out = ref.data();
+        gemm_u8s8__ref(g, w.data(), n, k, 8, zw.data());
+        ASSERT_EQ(ref, got) << what;
+      }
+    }
+  }
+  std::vector<std::int8_t> w(4, 0);
+  const std::int32_t bad_zw[2] = {0, 200};
+  EXPECT_THROW(repack_weights_s8(reused, w.data(), 2, 1, 2, 2, bad_zw, isa), InputError);
+  EXPECT_THROW(repack_weights_s8(reused, w.data(), 2, 1, 0, 2, nullptr, isa), InputError);
+  EXPECT_THROW(repack_weights_s8(reused, nullptr, 2, 1, 2, 2, nullptr, isa), UsageError);
+}
+
 INSTANTIATE_TEST_SUITE_P(AllIsas, GemmIsa,
                          ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni),
                          [](const ::testing::TestParamInfo<Isa>& info) {
