@@ -3,8 +3,10 @@
 // Per block, for a batch of B images (T tokens, D dims, heads of hd):
 //   LN1 (+ residual of the previous block, fused) -> u8 codes       row ops, parallel over rows
 //   qkv GEMM (float) -> q codes [B*T, D], k values per head [T, hd], v^T per head [hd, T]
-//   attention per (image, head): pack k, S = q k^T (GEMM, float), softmax -> LUT levels,
-//       pack v^T, O = levels x v (GEMM, u8 epilogue = proj.input codes)   parallel over pairs
+//   attention per (image, head): repack k (T channels x hd) straight from kvals, S = q k^T
+//       (GEMM, float), softmax -> LUT levels, repack v^T (hd channels x T) straight from vvals,
+//       O = levels x v (GEMM, u8 epilogue = proj.input codes)              parallel over pairs
+//       (repack_weights_s8 reuses per-slot buffers: no allocation per head)
 //   proj GEMM (float); x += proj; LN2 -> codes; fc1 GEMM (float); GELU -> codes; fc2 GEMM;
 //   x += fc2 (fused into the next LayerNorm).
 // The last block only needs the class token after attention: its query rows, proj and MLP run
