@@ -1,4 +1,5 @@
-// cpu.cpp: our own cpuid/xgetbv probe and the ISA cap (REPARQ_MAX_ISA, set_isa_cap).
+// cpu.cpp: our own cpuid/xgetbv (x86) and getauxval (Arm64 Linux) probe, and the ISA cap
+// (REPARQ_MAX_ISA, set_isa_cap).
 #include "kernels/cpu.h"
 
 #include <atomic>
@@ -9,6 +10,11 @@
 #if defined(__x86_64__) || defined(_M_X64)
 #define REPARQ_X86 1
 #include <cpuid.h>
+#endif
+
+#if defined(__aarch64__) && defined(__linux__)
+#define REPARQ_ARM64_LINUX 1
+#include <sys/auxv.h>
 #endif
 
 namespace reparq {
@@ -54,6 +60,22 @@ CpuFeatures probe() {
   }
   return f;
 }
+#elif REPARQ_ARM64_LINUX
+// Bits of the Linux AArch64 hwcaps ABI (arch/arm64/include/uapi/asm/hwcap.h); spelled out so
+// that an older kernel header does not hide them.
+constexpr unsigned long kHwcapAsimd = 1UL << 1;
+constexpr unsigned long kHwcapAsimddp = 1UL << 20;
+constexpr unsigned long kHwcap2I8mm = 1UL << 13;
+
+CpuFeatures probe() {
+  CpuFeatures f;
+  const unsigned long hwcap = getauxval(AT_HWCAP);
+  const unsigned long hwcap2 = getauxval(AT_HWCAP2);
+  f.asimd = (hwcap & kHwcapAsimd) != 0;
+  f.asimddp = f.asimd && (hwcap & kHwcapAsimddp) != 0;
+  f.i8mm = f.asimd && (hwcap2 & kHwcap2I8mm) != 0;
+  return f;
+}
 #else
 CpuFeatures probe() { return CpuFeatures{}; }
 #endif
@@ -79,6 +101,15 @@ bool isa_available(Isa isa) {
     case Isa::Avx512Vnni:
       return f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni;
 #endif
+#if defined(__aarch64__) && defined(REPARQ_HAVE_ARM_KERNELS)
+    case Isa::Neon:
+      return f.asimd;
+    case Isa::NeonDot:
+      return f.asimddp;
+    case Isa::NeonI8mm:
+      // Armv8.6 CPUs with I8MM also have DotProd; requiring both keeps the ISAs nested.
+      return f.i8mm && f.asimddp;
+#endif
     default:
       (void)f;
       return false;
@@ -97,6 +128,9 @@ const char* isa_name(Isa isa) {
     case Isa::Scalar: return "scalar";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512Vnni: return "avx512vnni";
+    case Isa::Neon: return "neon";
+    case Isa::NeonDot: return "neondot";
+    case Isa::NeonI8mm: return "neoni8mm";
   }
   return "unknown";
 }
@@ -106,7 +140,7 @@ Isa parse_isa(const std::string& name, const char* what) {
     if (name == isa_name(static_cast<Isa>(i))) return static_cast<Isa>(i);
   }
   throw UsageError(std::string(what) + ": unknown ISA '" + name +
-                   "' (allowed: scalar, avx2, avx512vnni)");
+                   "' (allowed: scalar, avx2, avx512vnni, neon, neondot, neoni8mm)");
 }
 
 namespace {

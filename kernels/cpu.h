@@ -3,7 +3,7 @@
 // Nothing outside kernels/cpu.cpp and the kernel tables asks which ISA it runs on (DESIGN.md,
 // practice 4). The cap comes from, in order of precedence:
 //   1. set_isa_cap(isa)       -- e.g. the `--isa` flag of `reparq run` / `reparq bench`;
-//   2. env REPARQ_MAX_ISA     -- scalar | avx2 | avx512vnni;
+//   2. env REPARQ_MAX_ISA     -- scalar | avx2 | avx512vnni (x86) | neon | neondot | neoni8mm (Arm);
 //   3. nothing                -- the best ISA the CPU has.
 // Asking for an ISA the CPU lacks, or spelling it wrong, is a reparq::UsageError.
 #pragma once
@@ -12,16 +12,20 @@
 
 namespace reparq {
 
-// Ordered within one architecture family: a cap admits every ISA at or below it.
-// NeonDot (Arm, SDOT/UDOT) will get its own value; isa_available() keeps it false on x86.
+// Ordered within one architecture family: a cap admits every ISA at or below it. The x86 and
+// Arm values never coexist: isa_available() is false for the other family's values.
 enum class Isa : int {
   Scalar = 0,      // portable C++, the reference kernels
   Avx2 = 1,        // x86: AVX2 + FMA
   Avx512Vnni = 2,  // x86: AVX-512 F/BW/VL + VNNI (vpdpbusd)
+  Neon = 3,        // Arm64: Advanced SIMD (every AArch64 CPU), widening multiplies
+  NeonDot = 4,     // Arm64: + dot product (ARMv8.2 FEAT_DotProd, SDOT/UDOT)
+  NeonI8mm = 5,    // Arm64: + int8 matrix multiply (ARMv8.6 FEAT_I8MM, mixed-sign SUDOT/USMMLA)
 };
-constexpr int kIsaCount = 3;
+constexpr int kIsaCount = 6;
 
-// Raw feature bits found by cpuid/xgetbv (all false on non-x86 builds).
+// Raw feature bits found by cpuid/xgetbv on x86 and getauxval(AT_HWCAP, AT_HWCAP2) on Arm64
+// Linux (each family's bits are false on the other).
 struct CpuFeatures {
   bool avx2 = false;
   bool fma = false;
@@ -30,6 +34,9 @@ struct CpuFeatures {
   bool avx512vl = false;
   bool avx512vnni = false;
   bool avx_vnni = false;  // VEX-encoded vpdpbusd on ymm (not used by a kernel yet)
+  bool asimd = false;     // Arm64 HWCAP_ASIMD
+  bool asimddp = false;   // Arm64 HWCAP_ASIMDDP (SDOT/UDOT)
+  bool i8mm = false;      // Arm64 HWCAP2_I8MM (USDOT/SUDOT/USMMLA/SMMLA)
 };
 
 // Probed once, cached.
@@ -52,7 +59,7 @@ void set_isa_cap(Isa cap);
 // Removes a cap set by set_isa_cap() (REPARQ_MAX_ISA applies again).
 void clear_isa_cap();
 
-// "scalar", "avx2", "avx512vnni".
+// "scalar", "avx2", "avx512vnni", "neon", "neondot", "neoni8mm".
 const char* isa_name(Isa isa);
 
 // Parses a name as written by isa_name(). Throws UsageError naming `what` (e.g. "--isa" or

@@ -58,6 +58,15 @@ const GemmIsaKernels& kernels_for(Isa isa) {
       GemmIsaKernels{},
       GemmIsaKernels{},
 #endif
+#if defined(REPARQ_HAVE_ARM_KERNELS)  // Arm64 (kernels/arm/): Neon, NeonDot, NeonI8mm
+      detail::gemm_kernels_neon(),
+      detail::gemm_kernels_neondot(),
+      detail::gemm_kernels_neoni8mm(),
+#else
+      GemmIsaKernels{},
+      GemmIsaKernels{},
+      GemmIsaKernels{},
+#endif
   };
   return table[static_cast<int>(isa)];
 }
@@ -73,6 +82,17 @@ struct Layout {
 
 Layout layout_for(Isa isa, int bits) {
   Layout l;
+#if defined(REPARQ_HAVE_ARM_KERNELS)
+  // Arm64 (kernels/arm/gemm_neon_impl.h): the Avx512Vnni layout, 16 channels x 4 k per 64 bytes.
+  if (isa == Isa::Neon || isa == Isa::NeonDot || isa == Isa::NeonI8mm) {
+    l.block = detail::kNeonBlock;
+    l.panel_blocks = detail::kNeonPanelBlocks;
+    l.k_group = bits == 8 ? 4 : 8;
+    l.sub_bytes = 64;
+    l.kind = bits == 8 ? Layout::S8Quad : Layout::Nib8;
+    return l;
+  }
+#endif
   if (isa == Isa::Avx512Vnni) {
     l.block = detail::kVnniBlock;
     l.panel_blocks = detail::kVnniPanelBlocks;

@@ -37,7 +37,7 @@
 //                                                    changes no in-range result)
 //             q = clamp((int)nearbyint(t) + zo, 0, qmax),  qmax = 2^out_bits - 1
 //             nearbyint rounds half to even (default rounding mode; the SIMD paths use
-//             cvtps2dq under the default MXCSR, which is the same).
+//             cvtps2dq under the default MXCSR, or Arm's FCVTNS, which are the same).
 // ---------------------------------------------------------------------------------------------
 #pragma once
 
@@ -83,6 +83,11 @@ struct PackedWeights {
   //   Avx2:        panels of 16 channels = up to 2 blocks of 8; per k-group of 4, per block
   //                int8: 64 bytes of int16: [k pair 0..1 of 8 channels][k pair 2..3];
   //                int4: group = 8 k, 32 bytes, like Avx512Vnni with 8 channels.
+  //   Neon, NeonDot, NeonI8mm (Arm64, kernels/arm/gemm_neon_impl.h): the Avx512Vnni layout
+  //                (panels of 64 channels, blocks of 16, byte 4c+i; int4 offset nibbles as
+  //                there). Each 16-byte quarter of a block is 4 channels x 4 k: one int32 lane
+  //                per channel for SDOT / SUDOT by element, or two s16 pairs per channel for the
+  //                plain NEON widening kernel.
   //   K is zero-padded to whole groups, N to whole blocks.
   struct AlignedFree {
     void operator()(void* p) const;

@@ -40,11 +40,16 @@ struct GemmIsaKernels {
 // Defined in kernels/x86/gemm_avx2.cpp and kernels/x86/gemm_avx512vnni.cpp.
 GemmIsaKernels gemm_kernels_avx2();
 GemmIsaKernels gemm_kernels_avx512vnni();
+// Defined in kernels/arm/gemm_neon.cpp, gemm_neondot.cpp and gemm_neoni8mm.cpp (Arm64 builds).
+GemmIsaKernels gemm_kernels_neon();
+GemmIsaKernels gemm_kernels_neondot();
+GemmIsaKernels gemm_kernels_neoni8mm();
 
 // Panel geometry per ISA (shared by the packer and the kernels).
 constexpr int kVnniBlock = 16, kVnniPanelBlocks = 4;  // 64 channels per panel
 constexpr int kAvx2Block = 8, kAvx2PanelBlocks = 2;   // 16 channels per panel
 constexpr int kScalarPanel = 16;
+constexpr int kNeonBlock = 16, kNeonPanelBlocks = 4;  // Arm: 64 channels per panel (Vnni layout)
 
 }  // namespace detail
 }  // namespace reparq

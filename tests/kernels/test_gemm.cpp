@@ -384,7 +384,8 @@ TEST_P(GemmIsa, RepackEqualsPackWeights) {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllIsas, GemmIsa,
-                         ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni),
+                         ::testing::Values(Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni, Isa::Neon,
+                                           Isa::NeonDot, Isa::NeonI8mm),
                          [](const ::testing::TestParamInfo<Isa>& info) {
                            return std::string(isa_name(info.param));
                          });
@@ -494,6 +495,10 @@ TEST(IsaCap, EnvironmentCapsTheIsa) {
     setenv("REPARQ_MAX_ISA", "avx2", 1);
     EXPECT_EQ(best_isa(), Isa::Avx2);
   }
+  if (isa_available(Isa::Neon)) {  // Arm64: every CPU has Advanced SIMD
+    setenv("REPARQ_MAX_ISA", "neon", 1);
+    EXPECT_EQ(best_isa(), Isa::Neon);
+  }
   unsetenv("REPARQ_MAX_ISA");
   EXPECT_EQ(best_isa(), detected_isa());
 }
@@ -513,7 +518,7 @@ TEST(IsaCap, BadValueThrowsUsageErrorNamingTheVariable) {
 
 TEST(IsaCap, CapAboveTheCpuThrows) {
   EnvGuard guard;
-  for (Isa isa : {Isa::Avx2, Isa::Avx512Vnni}) {
+  for (Isa isa : {Isa::Avx2, Isa::Avx512Vnni, Isa::Neon, Isa::NeonDot, Isa::NeonI8mm}) {
     if (isa_available(isa)) continue;
     setenv("REPARQ_MAX_ISA", isa_name(isa), 1);
     EXPECT_THROW(best_isa(), UsageError);
