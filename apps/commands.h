@@ -33,6 +33,7 @@ void add_quant_commands(CLI::App& app, CommandList& cmds);   // quantize      (c
 void add_exec_commands(CLI::App& app, CommandList& cmds);    // run, bench    (cmd_exec.cpp)
 void add_demo_command(CLI::App& app, CommandList& cmds);     // demo          (cmd_demo.cpp)
 void add_ablate_command(CLI::App& app, CommandList& cmds);   // ablate        (cmd_ablate.cpp)
+void add_inspect_command(CLI::App& app, CommandList& cmds);  // inspect       (cmd_inspect.cpp)
 
 // Writes text to `path` atomically (temporary name + rename).
 void write_text_atomic(const std::string& path, const std::string& text);
