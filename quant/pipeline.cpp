@@ -81,7 +81,7 @@ class Pipeline {
     for (int b = 0; b < sim_.depth; ++b) {
       SimBlock& s = sim_.blocks[b];
       QBlock& q = out_.blocks[b];
-      post_ln(b, Site::Norm1Out, s.ln1_w, s.ln1_b, s.qkv, q.qkv, /*is_head=*/false);
+      post_ln(b, Site::Norm1Out, s.ln1_w, s.ln1_b, s.qkv, q.qkv);
       q.ln1_w = to_vec(s.ln1_w); q.ln1_b = to_vec(s.ln1_b);
       // q, k, v (per tensor)
       {
@@ -101,7 +101,7 @@ class Pipeline {
         ActQuant in = act_quant(x);
         quantize_linear(s.proj, q.proj, x, in, nullptr);
       }
-      post_ln(b, Site::Norm2Out, s.ln2_w, s.ln2_b, s.fc1, q.fc1, false);
+      post_ln(b, Site::Norm2Out, s.ln2_w, s.ln2_b, s.fc1, q.fc1);
       q.ln2_w = to_vec(s.ln2_w); q.ln2_b = to_vec(s.ln2_b);
       {
         torch::Tensor x = capture(b, Site::Fc2In);
@@ -111,7 +111,7 @@ class Pipeline {
       prog.update(b + 1);
     }
     if (r_.fold_head) {
-      post_ln(-1, Site::NormOut, sim_.norm_w, sim_.norm_b, sim_.head, out_.head, true);
+      post_ln(-1, Site::NormOut, sim_.norm_w, sim_.norm_b, sim_.head, out_.head);
     } else {
       torch::Tensor x = capture(-1, Site::NormOut);
       ActQuant in = act_quant(x);
@@ -217,8 +217,7 @@ class Pipeline {
   // A post-LayerNorm site feeding `lin`: choose the quantizer, fold if the recipe says so,
   // quantize the Linear's weights on the folded model.
   void post_ln(int block, Site site, torch::Tensor& ln_w, torch::Tensor& ln_b, SimLinear& lin,
-               QLinear& ql, bool is_head) {
-    (void)is_head;
+               QLinear& ql) {
     torch::NoGradGuard ng;
     torch::Tensor x = capture(block, site);
     const int64_t C = x.size(-1);

@@ -42,6 +42,23 @@ torch::Tensor channel_mse(const torch::Tensor& x, const ChannelQuant& q) {
 
 const double kRepqPcts[] = {0.999, 0.9999, 0.99999};
 
+// Per-group (channel or row) choice among candidate quantizers: each group keeps the
+// candidate with the lowest error so far. `fields` are the candidate's per-group tensors.
+struct PerGroupBest {
+  torch::Tensor mse;
+  std::vector<torch::Tensor> fields;
+  void offer(const torch::Tensor& m, std::vector<torch::Tensor> cand) {
+    if (!mse.defined()) {
+      mse = m;
+      fields = std::move(cand);
+      return;
+    }
+    torch::Tensor better = m < mse;
+    for (size_t i = 0; i < fields.size(); ++i) fields[i] = torch::where(better, cand[i], fields[i]);
+    mse = torch::min(m, mse);
+  }
+};
+
 }  // namespace
 
 // ---- per tensor -------------------------------------------------------------------------
@@ -96,21 +113,16 @@ ChannelQuant channel_minmax(const torch::Tensor& x, int bits) {
 
 ChannelQuant channel_percentile(const torch::Tensor& x, int bits) {
   torch::Tensor s = std::get<0>(x.sort(0));
-  ChannelQuant best;
-  torch::Tensor best_mse;
+  PerGroupBest best;
   for (double p : kRepqPcts) {
     ChannelQuant q = channels_from_range(quantile_sorted(s, 1 - p), quantile_sorted(s, p), bits);
-    torch::Tensor m = channel_mse(x, q);
-    if (!best_mse.defined()) {
-      best = q, best_mse = m;
-    } else {
-      torch::Tensor better = m < best_mse;
-      best.scale = torch::where(better, q.scale, best.scale);
-      best.zero = torch::where(better, q.zero, best.zero);
-      best_mse = torch::min(m, best_mse);
-    }
+    best.offer(channel_mse(x, q), {q.scale, q.zero});
   }
-  return best;
+  ChannelQuant q;
+  q.bits = bits;
+  q.scale = best.fields[0];
+  q.zero = best.fields[1];
+  return q;
 }
 
 double layer_output_mse(const torch::Tensor& x, const ChannelQuant& q, const torch::Tensor& w) {
@@ -122,20 +134,13 @@ ChannelQuant channel_dual_clip(const torch::Tensor& x, const torch::Tensor& w, i
   // 1. Grid start: lower and upper percentile chosen independently per channel.
   torch::Tensor s = std::get<0>(x.sort(0));
   const double grid[] = {0.99, 0.999, 0.9999, 0.99999, 1.0};
-  torch::Tensor best_lo, best_hi, best_mse;
+  PerGroupBest best;
   for (double pl : grid)
     for (double pu : grid) {
       torch::Tensor lo = quantile_sorted(s, 1 - pl), hi = quantile_sorted(s, pu);
-      torch::Tensor m = channel_mse(x, channels_from_range(lo, hi, bits));
-      if (!best_mse.defined()) {
-        best_lo = lo, best_hi = hi, best_mse = m;
-      } else {
-        torch::Tensor b = m < best_mse;
-        best_lo = torch::where(b, lo, best_lo);
-        best_hi = torch::where(b, hi, best_hi);
-        best_mse = torch::min(m, best_mse);
-      }
+      best.offer(channel_mse(x, channels_from_range(lo, hi, bits)), {lo, hi});
     }
+  const torch::Tensor best_lo = best.fields[0], best_hi = best.fields[1];
   ChannelQuant start = channels_from_range(best_lo, best_hi, bits);
   if (iters <= 0) return start;
 
@@ -227,21 +232,12 @@ RowParams row_params(const torch::Tensor& w, int bits, const std::string& method
   if (method == "minmax") return from(std::get<0>(w.min(1)), std::get<0>(w.max(1)));
   if (method != "percentile") throw UsageError("weight quantizer must be minmax or percentile, got '" + method + "'");
   torch::Tensor s = std::get<0>(w.t().sort(0));   // [in, out] sorted per row of w
-  RowParams best;
-  torch::Tensor best_mse;
+  PerGroupBest best;
   for (double p : kRepqPcts) {
     RowParams c = from(quantile_sorted(s, 1 - p), quantile_sorted(s, p));
-    torch::Tensor m = (fq(c) - w).pow(2).mean(1);
-    if (!best_mse.defined()) {
-      best = c, best_mse = m;
-    } else {
-      torch::Tensor b = m < best_mse;
-      best.scale = torch::where(b, c.scale, best.scale);
-      best.zero_u = torch::where(b, c.zero_u, best.zero_u);
-      best_mse = torch::min(m, best_mse);
-    }
+    best.offer((fq(c) - w).pow(2).mean(1), {c.scale, c.zero_u});
   }
-  return best;
+  return RowParams{best.fields[0], best.fields[1]};
 }
 
 WeightQuant finish(const torch::Tensor& codes_u, const RowParams& p, int bits) {
