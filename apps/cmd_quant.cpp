@@ -1,16 +1,24 @@
 // cmd_quant.cpp: `reparq quantize`.
 #include <torch/torch.h>
 
+#include <algorithm>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "apps/report.h"
 #include "calib/data.h"
 #include "calib/vit.h"
 #include "kernels/error.h"
 #include "kernels/qmodel.h"
 #include "quant/pipeline.h"
+#include "quant/report.h"
 
 namespace reparq {
 
@@ -23,7 +31,30 @@ struct QuantArgs {
   std::string softmax, target, ln_quant, weights, act;
   int gptq = -1, exact_bias = -1, fold_head = -1, reparam = -1;
   int dual_clip_iters = -1;
+  bool no_report = false;
 };
+
+// out/model.w4a4.safetensors -> out/model.w4a4.report
+std::string report_prefix(const std::string& out) {
+  const std::string ext = ".safetensors";
+  std::string stem = out.size() > ext.size() && out.compare(out.size() - ext.size(), ext.size(), ext) == 0
+                         ? out.substr(0, out.size() - ext.size()) : out;
+  return stem + ".report";
+}
+
+// Fails before calibration, not after it, when the output cannot be written: its directory
+// must exist and be writable, and the path must not be a directory.
+void check_output_path(const std::string& out) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (fs::is_directory(out, ec)) throw InputError(out + ": -o names a directory, expected a file path");
+  std::string dir = fs::path(out).parent_path().string();
+  if (dir.empty()) dir = ".";
+  if (!fs::is_directory(dir, ec))
+    throw InputError(out + ": cannot write: directory '" + dir + "' does not exist");
+  if (::access(dir.c_str(), W_OK) != 0)
+    throw InputError(out + ": cannot write: directory '" + dir + "' is not writable (" + std::strerror(errno) + ")");
+}
 
 int run_quantize(QuantArgs& a) {
   apply_common_options(a.c);
@@ -41,6 +72,7 @@ int run_quantize(QuantArgs& a) {
   if (a.reparam >= 0) r.reparam = a.reparam;
   if (a.dual_clip_iters >= 0) r.dual_clip_iters = a.dual_clip_iters;
   Vit fp = Vit::load(a.model);
+  check_output_path(a.out);
   ImageSet tr = load_fashion_mnist(data_dir(a.c.data_dir), true);
   torch::manual_seed(a.opt.seed);
   auto t0 = std::chrono::steady_clock::now();
@@ -48,11 +80,47 @@ int run_quantize(QuantArgs& a) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   q.metadata["quantize.command"] = command_line();
   save_quant_model(q, a.out);
+
+  nlohmann::json rep = report_header("reparq-quantize-1", a.c.threads);
+  rep["model"] = a.model;
+  rep["out"] = a.out;
+  rep["bits"] = a.bits;
+  rep["recipe"] = nlohmann::json::parse(r.to_json());
+  rep["seconds"] = secs;
+  rep["calib_seed"] = a.opt.seed;
+  std::string prefix;
+  if (!a.no_report) {
+    std::vector<int64_t> ids = calibration_ids_of(q);
+    SiteReport sr = analyze_sites(fp, q, tr, ids);
+    rep["calib_ids"] = ids;
+    rep["sites"] = nlohmann::json::parse(sr.to_json());
+    std::string md = "# reparq quantize: " + a.out + "\n\n" + report_header_markdown(rep) +
+                     "- float model: `" + a.model + "`; bits " + a.bits + "; method " + a.method +
+                     "; quantized in " + fmt_pct(secs) + " s\n- recipe: `" + r.to_json() + "`\n" +
+                     "- calibration: " + std::to_string(ids.size()) + " training images, seed " +
+                     std::to_string(a.opt.seed) + " (ids in the JSON report)\n\n" +
+                     "## Per site, on the calibration images\n\n"
+                     "`SQNR (quantizer)`: the site's input against its own quantize-dequantize; "
+                     "`output SQNR / cosine`: the site's output in the quantized model (everything upstream quantized) "
+                     "against the FP32 model. `clipped %`: input values outside the representable range.\n\n" +
+                     sr.to_markdown();
+    prefix = report_prefix(a.out);
+    write_report(prefix, rep, md);
+    // The three sites whose output is furthest from FP32: where a user looks first.
+    std::vector<const SiteRow*> worst;
+    for (const SiteRow& row : sr.rows) worst.push_back(&row);
+    std::sort(worst.begin(), worst.end(), [](const SiteRow* x, const SiteRow* y) { return x->out_sqnr_db < y->out_sqnr_db; });
+    if (!a.c.json) {
+      std::printf("lowest output SQNR vs FP32 (calibration images):");
+      for (size_t i = 0; i < worst.size() && i < 3; ++i) std::printf("  %s %.1f dB", worst[i]->site.c_str(), worst[i]->out_sqnr_db);
+      std::printf("\n");
+    }
+  }
   if (a.c.json) {
-    nlohmann::json j = {{"out", a.out}, {"seconds", secs}, {"recipe", nlohmann::json::parse(r.to_json())}};
-    std::printf("%s\n", j.dump(2).c_str());
+    std::printf("%s\n", rep.dump(2).c_str());
   } else {
-    std::printf("wrote %s (%s, %s) in %.1f s\n", a.out.c_str(), a.method.c_str(), a.bits.c_str(), secs);
+    std::printf("wrote %s (%s, %s) in %.1f s%s\n", a.out.c_str(), a.method.c_str(), a.bits.c_str(), secs,
+                prefix.empty() ? "" : (", report " + prefix + ".md / .json").c_str());
   }
   return 0;
 }
@@ -80,6 +148,7 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--fold-head", qa.fold_head, "Override: re-parameterize the head input 1 or 0")->check(CLI::Range(0, 1));
   q->add_option("--reparam", qa.reparam, "Override: channel-wise -> layer-wise re-parameterization 1 or 0")->check(CLI::Range(0, 1));
   q->add_option("--dual-clip-iters", qa.dual_clip_iters, "Override the dual-clipping Adam iterations");
+  q->add_flag("--no-report", qa.no_report, "Do not write OUT.report.md / OUT.report.json (per-site error table)");
   cmds.push_back({q, [] { return run_quantize(qa); }});
 }
 

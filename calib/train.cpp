@@ -11,6 +11,7 @@
 #include "calib/evaluate.h"
 #include "calib/progress.h"
 #include "kernels/error.h"
+#include "kernels/safetensors.h"
 
 namespace reparq {
 
@@ -94,6 +95,16 @@ TrainReport train(Vit& model, const ImageSet& tr, const ImageSet& te, const Trai
   std::vector<int64_t> idx(n);
   std::iota(idx.begin(), idx.end(), 0);
 
+  // A continued run records where it started: the checkpoint and that checkpoint's own training
+  // metadata, so the chain of commands that made a bundled model stays readable from the file.
+  std::map<std::string, std::string> init_meta;
+  if (!o.init.empty()) {
+    init_meta["train.init"] = o.init;
+    const SafeTensorsFile f = SafeTensorsFile::open(o.init);
+    for (const auto& [k, v] : f.metadata())
+      if (k.rfind("train.", 0) == 0) init_meta["init." + k] = v;
+  }
+
   TrainReport rep;
   auto t0 = std::chrono::steady_clock::now();
   int64_t step = 0;
@@ -137,6 +148,7 @@ TrainReport train(Vit& model, const ImageSet& tr, const ImageSet& te, const Trai
           {"train.command", o.command},
           {"train.epochs_done", std::to_string(ep + 1)},
           {"train.seed", std::to_string(o.seed)}};
+      meta.insert(init_meta.begin(), init_meta.end());
       std::snprintf(buf, sizeof buf, "%.0f", rep.seconds);
       meta["train.seconds"] = buf;
       std::snprintf(buf, sizeof buf, "%.2f", rep.test_top1);

@@ -23,6 +23,7 @@ struct TrainOptions {
   int64_t eval_limit = 0;   // evaluate on the first `eval_limit` test images; 0 = all
   std::string out;          // written after every epoch (atomically)
   std::string command;      // recorded in the file's metadata
+  std::string init;         // checkpoint training started from (recorded with its own command)
 };
 
 struct TrainReport {

@@ -115,6 +115,7 @@ torch::Tensor SimModel::forward(const torch::Tensor& pixels, const SiteHook& hoo
                          .reshape({B, g * g, 1, patch * patch});
   px = px.expand({B, g * g, in_chans, patch * patch}).reshape({B, g * g, in_chans * patch * patch});
   torch::Tensor x = linear(px, patch_embed);
+  H(-1, Site::PatchOut, x);
   x = torch::cat({cls_token.expand({B, 1, D}), x}, 1) + pos_embed;
   const float inv_sqrt = 1.0f / std::sqrt(float(hd));
   for (int b = 0; b < depth; ++b) {
@@ -122,6 +123,7 @@ torch::Tensor SimModel::forward(const torch::Tensor& pixels, const SiteHook& hoo
     torch::Tensor h = torch::layer_norm(x, {D}, s.ln1_w, s.ln1_b, ln_eps);
     H(b, Site::Norm1Out, h);
     h = linear(h, s.qkv);
+    H(b, Site::QkvOut, h);
     auto qkv = h.reshape({B, N, 3, nh, hd}).permute({2, 0, 3, 1, 4});
     torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
     H(b, Site::Q, q); H(b, Site::K, k); H(b, Site::V, v);
@@ -131,16 +133,24 @@ torch::Tensor SimModel::forward(const torch::Tensor& pixels, const SiteHook& hoo
     if (s.attn) a = fake_quant_attn(a, *s.attn);
     h = torch::matmul(a, v).transpose(1, 2).reshape({B, N, D});
     H(b, Site::ProjIn, h);
-    x = x + linear(h, s.proj);
+    h = linear(h, s.proj);
+    H(b, Site::ProjOut, h);
+    x = x + h;
     h = torch::layer_norm(x, {D}, s.ln2_w, s.ln2_b, ln_eps);
     H(b, Site::Norm2Out, h);
-    h = torch::gelu(linear(h, s.fc1));
+    h = linear(h, s.fc1);
+    H(b, Site::Fc1Out, h);
+    h = torch::gelu(h);
     H(b, Site::Fc2In, h);
-    x = x + linear(h, s.fc2);
+    h = linear(h, s.fc2);
+    H(b, Site::Fc2Out, h);
+    x = x + h;
   }
   torch::Tensor t = torch::layer_norm(x.select(1, 0), {D}, norm_w, norm_b, ln_eps);
   H(-1, Site::NormOut, t);
-  return linear(t, head);
+  torch::Tensor logits = linear(t, head);
+  H(-1, Site::HeadOut, logits);
+  return logits;
 }
 
 EvalResult evaluate_sim(const SimModel& m, const ImageSet& set, int64_t limit, int64_t batch,

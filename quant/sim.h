@@ -34,8 +34,10 @@ class SimModel {
   explicit SimModel(const QuantModel& q);   // fully quantized, from a file
   explicit SimModel(const Vit& fp);          // float start for calibration (nothing quantized)
 
-  // pixels: uint8 [B, H, W]. The hook sees each site's value BEFORE it is quantized:
-  // Norm1Out, Q, K, V, Attn, ProjIn, Norm2Out, Fc2In, NormOut (Site enum of calib/vit.h).
+  // pixels: uint8 [B, H, W]. The hook only observes (its return value is ignored). It sees
+  // each quantized site's value BEFORE it is quantized: Norm1Out, Q, K, V, Attn, ProjIn,
+  // Norm2Out, Fc2In, NormOut; and every Linear's float output: PatchOut, QkvOut, ProjOut,
+  // Fc1Out (pre-GELU), Fc2Out, HeadOut (Site enum of calib/vit.h).
   at::Tensor forward(const at::Tensor& pixels, const SiteHook& hook = nullptr) const;
 
   int64_t image_size, patch, in_chans, dim, depth, heads, num_classes;

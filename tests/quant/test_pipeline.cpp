@@ -22,6 +22,7 @@
 #include "kernels/error.h"
 #include "kernels/qmodel.h"
 #include "quant/pipeline.h"
+#include "quant/report.h"
 #include "quant/sim.h"
 
 namespace fs = std::filesystem;
@@ -123,7 +124,7 @@ TEST_F(Pipeline, FloatSimEqualsVit) {
   // The sim hook sees every site with the float values (nothing is quantized yet).
   int sites = 0;
   sim.forward(px16_, [&](int, Site, const at::Tensor& x) { ++sites; return x; });
-  EXPECT_EQ(sites, 2 * 8 + 1) << "8 sites per block + the head input";
+  EXPECT_EQ(sites, 2 * 12 + 3) << "8 quantized sites + 4 Linear outputs per block; patch, head input and logits";
 }
 
 TEST_F(Pipeline, EveryPresetQuantizesExportsAndLoadsBack) {
@@ -242,4 +243,47 @@ TEST_F(Pipeline, CalibSampleCountChecked) {
   }
   // The whole-set edge is fine for the check (not run: too slow); one image works.
   EXPECT_NO_THROW(quantize("minmax", 8, 0, 1));
+}
+
+// The per-site report (quant/report.h): every Linear, q/k/v and softmax gets a row; more bits
+// give a higher SQNR at every site; a sabotaged quantizer shows up in its own row.
+TEST_F(Pipeline, SiteReportMeasuresErrorPerSite) {
+  QuantModel q8 = quantize("reparq", 8), q4 = quantize("reparq", 4);
+  const std::vector<int64_t> ids = calibration_ids_of(q4);
+  ASSERT_EQ(ids.size(), 8u);
+  SiteReport r8 = analyze_sites(*model_, q8, *train_, ids), r4 = analyze_sites(*model_, q4, *train_, ids);
+  ASSERT_EQ(r4.rows.size(), size_t(2 + 2 * 8)) << "patch, head, and per block qkv q k v softmax proj fc1 fc2";
+  ASSERT_EQ(r8.rows.size(), r4.rows.size());
+  EXPECT_EQ(r4.rows.front().site, "patch_embed");
+  EXPECT_EQ(r4.rows[1].site, "blocks.0.attn.qkv");
+  EXPECT_EQ(r4.rows[5].site, "blocks.0.attn.softmax");
+  EXPECT_EQ(r4.rows.back().site, "head");
+  for (size_t i = 0; i < r4.rows.size(); ++i) {
+    SCOPED_TRACE(r4.rows[i].site);
+    EXPECT_GT(r8.rows[i].out_sqnr_db, r4.rows[i].out_sqnr_db + 6.0);
+    EXPECT_GT(r4.rows[i].out_cosine, 0.5);
+    EXPECT_LE(r8.rows[i].out_cosine, 1.0 + 1e-9);
+    EXPECT_GE(r4.rows[i].clipped_pct, 0.0);
+    EXPECT_LE(r4.rows[i].clipped_pct, 100.0);
+  }
+  EXPECT_GT(r8.rows.back().out_cosine, 0.999) << "W8A8 logits must be close to FP32";
+  EXPECT_NE(r4.rows[1].quantizer.find("re-parameterized"), std::string::npos);
+  EXPECT_NE(r4.to_markdown().find("| blocks.1.mlp.fc2 |"), std::string::npos);
+
+  // Sabotage: block 1's fc2 input range 20x too narrow -> most values clipped, SQNR collapses.
+  QuantModel bad = q4;
+  bad.blocks[1].fc2.input.scale *= 0.05f;
+  SiteReport rb = analyze_sites(*model_, bad, *train_, ids);
+  const size_t fc2 = 2 + 8 + 7 - 1;   // blocks.1.mlp.fc2
+  ASSERT_EQ(rb.rows[fc2].site, "blocks.1.mlp.fc2");
+  EXPECT_GT(rb.rows[fc2].clipped_pct, 20.0);
+  EXPECT_LT(rb.rows[fc2].sqnr_db, r4.rows[fc2].sqnr_db - 3.0);
+  EXPECT_NEAR(rb.rows[1].out_sqnr_db, r4.rows[1].out_sqnr_db, 1e-9) << "upstream rows are unaffected";
+
+  // The wrong float model is refused.
+  VitConfig c = model_->config();
+  c.depth = 1;
+  Vit other(c);
+  EXPECT_THROW(analyze_sites(other, q4, *train_, ids), UsageError);
+  EXPECT_THROW(analyze_sites(*model_, q4, *train_, {}), UsageError);
 }
