@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -446,6 +447,29 @@ int run_bench(BenchArgs& a) {
     }
   }
 
+  // File sizes: the quantized file against the FP32 safetensors of the same shape (the sizes
+  // depend only on the shapes, so random weights measure them exactly).
+  nlohmann::json jsize = nlohmann::json::array();
+  {
+    namespace fs = std::filesystem;
+    const fs::path dir = fs::temp_directory_path();
+    const std::string tag = std::to_string(::getpid());
+    for (const Entry& e : models) {
+      const std::string qp = (dir / ("reparq-bench-" + tag + ".q.safetensors")).string();
+      const std::string fpth = (dir / ("reparq-bench-" + tag + ".f.safetensors")).string();
+      save_quant_model(e.m, qp);
+      torch::manual_seed(0);
+      Vit(config_of(e.m)).save(fpth);
+      const double qb = double(fs::file_size(qp)), fb = double(fs::file_size(fpth));
+      fs::remove(qp);
+      fs::remove(fpth);
+      jsize.push_back({{"model", e.name}, {"quant_bytes", qb}, {"fp32_bytes", fb}, {"ratio_pct", 100.0 * qb / fb}});
+      if (!a.c.json)
+        std::printf("file    %-30s %.2f MB vs FP32 %.2f MB: %.1f %% of FP32\n", e.name.c_str(), qb / 1048576.0,
+                    fb / 1048576.0, 100.0 * qb / fb);
+    }
+  }
+
   // Float models with the same shapes (random init), one per distinct shape.
   nlohmann::json jrows = nlohmann::json::array();
   std::string blas;
@@ -595,7 +619,7 @@ int run_bench(BenchArgs& a) {
   if (a.c.json) {
     nlohmann::json j = {{"isa", isa_name(isa)}, {"kernels", kernels}, {"blas", blas}, {"cpu", cpu_model_name()},
                         {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "default"},
-                        {"memory", jmem}, {"results", jrows}, {"pytorch_dynamic_int8", jpy}};
+                        {"memory", jmem}, {"file_sizes", jsize}, {"results", jrows}, {"pytorch_dynamic_int8", jpy}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("isa: %s; kernels: %s\n%s\ncpu: %s\nOMP_WAIT_POLICY: %s\n", isa_name(isa), kernels.c_str(), blas.c_str(),
