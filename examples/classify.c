@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   for (y = 0; y < mh; ++y)
     for (x = 0; x < mw; ++x) input[y * mw + x] = img[(long)(y * ih / mh) * iw + x * iw / mw];
 
-  status = reparq_run(model, input, 1, logits);
+  status = reparq_run_checked(model, input, (size_t)mw * mh, 1, logits, (size_t)classes);
   if (status != REPARQ_OK) {
     fprintf(stderr, "error: %s\n", reparq_last_error(model));
     goto done;

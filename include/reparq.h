@@ -22,6 +22,7 @@
 #ifndef REPARQ_H
 #define REPARQ_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
@@ -65,6 +66,12 @@ int reparq_num_classes(const reparq_model* model, int* num_classes);
  * logits receives batch x num_classes floats. Results do not depend on the thread count or on
  * how images are split into batches, and are bit-identical across ISAs and platforms. */
 int reparq_run(reparq_model* model, const uint8_t* pixels, int batch, float* logits);
+
+/* reparq_run with the sizes of both buffers, for callers that can state them (recommended):
+ * pixel_bytes must equal batch x height x width and logits_capacity (in floats) must be at
+ * least batch x num_classes, else REPARQ_ERROR_USAGE names the mismatch and nothing is written. */
+int reparq_run_checked(reparq_model* model, const uint8_t* pixels, size_t pixel_bytes, int batch,
+                       float* logits, size_t logits_capacity);
 
 /* Uses `threads` threads (1..256) in the following reparq_run calls. Re-packs the weights;
  * on failure the handle keeps its previous thread count. */

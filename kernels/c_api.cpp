@@ -108,6 +108,30 @@ int reparq_run(reparq_model* model, const uint8_t* pixels, int batch, float* log
   return guarded(model->error, "reparq_run", [&] { model->exec->run(pixels, batch, logits); });
 }
 
+int reparq_run_checked(reparq_model* model, const uint8_t* pixels, size_t pixel_bytes, int batch,
+                       float* logits, size_t logits_capacity) {
+  if (model == nullptr) return null_handle("reparq_run_checked");
+  if (batch < 1 || batch > kMaxBatch) {
+    return usage(model->error, "reparq_run_checked",
+                 "batch " + std::to_string(batch) + " outside [1, " + std::to_string(kMaxBatch) + "]");
+  }
+  const reparq::QuantModel& m = model->exec->model();
+  const size_t want_px = size_t(batch) * size_t(m.image_size) * size_t(m.image_size);
+  const size_t want_lg = size_t(batch) * size_t(m.num_classes);
+  if (pixel_bytes != want_px) {
+    return usage(model->error, "reparq_run_checked",
+                 "pixel buffer holds " + std::to_string(pixel_bytes) + " bytes but " + std::to_string(batch) +
+                     " images of " + std::to_string(m.image_size) + "x" + std::to_string(m.image_size) + " need " +
+                     std::to_string(want_px));
+  }
+  if (logits_capacity < want_lg) {
+    return usage(model->error, "reparq_run_checked",
+                 "logits buffer holds " + std::to_string(logits_capacity) + " floats but " + std::to_string(batch) +
+                     " images x " + std::to_string(m.num_classes) + " classes need " + std::to_string(want_lg));
+  }
+  return reparq_run(model, pixels, batch, logits);
+}
+
 int reparq_set_threads(reparq_model* model, int threads) {
   if (model == nullptr) return null_handle("reparq_set_threads");
   if (threads < 1 || threads > kMaxThreads) {

@@ -150,8 +150,24 @@ TEST(CApi, BadArgumentsOnAGoodHandle) {
     EXPECT_EQ(reparq_set_threads(m, threads), REPARQ_ERROR_USAGE) << threads;
     EXPECT_TRUE(contains(reparq_last_error(m), "threads")) << reparq_last_error(m);
   }
-  // The handle still works after the errors.
+  // Sized entry point: a buffer one byte short, one byte long, or logits one float short is
+  // refused, and nothing is written.
+  std::vector<float> sentinel(classes, -7.0f);
+  EXPECT_EQ(reparq_run_checked(m, px.data(), px.size() - 1, 1, sentinel.data(), sentinel.size()), REPARQ_ERROR_USAGE);
+  EXPECT_TRUE(contains(reparq_last_error(m), "pixel buffer holds " + std::to_string(px.size() - 1) + " bytes"))
+      << reparq_last_error(m);
+  EXPECT_EQ(reparq_run_checked(m, px.data(), px.size() + 1, 1, sentinel.data(), sentinel.size()), REPARQ_ERROR_USAGE);
+  EXPECT_EQ(reparq_run_checked(m, px.data(), px.size(), 1, sentinel.data(), sentinel.size() - 1), REPARQ_ERROR_USAGE);
+  EXPECT_TRUE(contains(reparq_last_error(m), "logits buffer holds")) << reparq_last_error(m);
+  EXPECT_EQ(reparq_run_checked(m, px.data(), px.size() * 2, 2, sentinel.data(), sentinel.size()), REPARQ_ERROR_USAGE)
+      << "two images need twice the logits";
+  for (float v : sentinel) EXPECT_EQ(v, -7.0f);
+  EXPECT_EQ(reparq_run_checked(nullptr, px.data(), px.size(), 1, out.data(), out.size()), REPARQ_ERROR_USAGE);
+  EXPECT_EQ(reparq_run_checked(m, px.data(), px.size(), 0, out.data(), out.size()), REPARQ_ERROR_USAGE);
+  // The handle still works after the errors, and the sized call equals the plain one.
   EXPECT_EQ(reparq_run(m, px.data(), 1, out.data()), REPARQ_OK) << reparq_last_error(m);
+  ASSERT_EQ(reparq_run_checked(m, px.data(), px.size(), 1, sentinel.data(), sentinel.size()), REPARQ_OK);
+  EXPECT_EQ(0, std::memcmp(out.data(), sentinel.data(), sizeof(float) * out.size()));
   reparq_close(m);
 }
 
