@@ -34,6 +34,7 @@ void add_exec_commands(CLI::App& app, CommandList& cmds);    // run, bench    (c
 void add_demo_command(CLI::App& app, CommandList& cmds);     // demo          (cmd_demo.cpp)
 void add_ablate_command(CLI::App& app, CommandList& cmds);   // ablate        (cmd_ablate.cpp)
 void add_inspect_command(CLI::App& app, CommandList& cmds);  // inspect       (cmd_inspect.cpp)
+void add_plot_command(CLI::App& app, CommandList& cmds);     // plot          (cmd_plot.cpp)
 
 // Writes text to `path` atomically (temporary name + rename).
 void write_text_atomic(const std::string& path, const std::string& text);

@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
   add_demo_command(app, cmds);
   add_ablate_command(app, cmds);
   add_inspect_command(app, cmds);
+  add_plot_command(app, cmds);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -8,7 +8,8 @@ pkgs=(build-essential cmake ninja-build git pkg-config ccache
       libcli11-dev nlohmann-json3-dev libstb-dev zlib1g-dev
       libdnnl-dev ocl-icd-opencl-dev opencl-c-headers
       python3-torch python3-numpy
-      dataset-fashion-mnist)
+      dataset-fashion-mnist
+      librsvg2-bin)   # rsvg-convert: the plot test renders the SVGs with it (skipped if missing)
 for a in "$@"; do
   case "$a" in
     --with-arm) pkgs+=(g++-aarch64-linux-gnu qemu-user) ;;
