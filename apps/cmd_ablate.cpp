@@ -156,7 +156,7 @@ int run_ablate(AblateArgs& a) {
         {"reparq (default)", [](Recipe&) {}},
         {"post-LN layer-wise (per-tensor percentile, no re-param)", [](Recipe& r) { r.ln_quant = "tensor-percentile"; r.reparam = false; r.fold_head = false; }},
         {"post-LN channel-wise percentile + re-param (RepQ-ViT)", [](Recipe& r) { r.ln_quant = "channel-percentile"; }},
-        {"dual clipping, grid only (no Adam)", [](Recipe& r) { r.dual_clip_iters = 0; }},
+        {"dual clipping refined with Adam (150 iterations)", [](Recipe& r) { r.dual_clip_iters = 150; }},
         {"softmax uniform", [](Recipe& r) { r.softmax = "uniform"; }},
         {"softmax log2", [](Recipe& r) { r.softmax = "log2"; }},
         {"softmax log-sqrt2", [](Recipe& r) { r.softmax = "logsqrt2"; }},

@@ -43,6 +43,7 @@ Recipe Recipe::preset(const std::string& method, int wbits, int abits) {
   } else if (method == "repquant") {
     r.ln_quant = "dual-clip"; r.reparam = true; r.target = "mean"; r.exact_bias = false;
     r.fold_head = false; r.softmax = "logsqrt2"; r.act = "percentile"; r.weights = "percentile"; r.gptq = true;
+    r.dual_clip_iters = 150;   // learned clipping, as RepQuant describes it
   } else if (method == "reparq") {
     // defaults of the struct
   } else {
