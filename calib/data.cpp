@@ -148,8 +148,20 @@ std::vector<int64_t> read_idx(const std::string& path, int expected_magic, std::
       fail(path, "dimensions promise more than " + std::to_string(kMaxIdxBytes) + " bytes");
   }
 
-  out->assign(static_cast<size_t>(total), 0);
-  const size_t got = read_some(f.get(), out->data(), out->size(), path);
+  // Grow the buffer as the data arrives, in chunks: a 20-byte file whose dimensions promise
+  // 4 GB fails at its end instead of making us allocate 4 GB first (found by fuzz/fuzz_idx).
+  constexpr size_t kChunk = size_t{64} << 20;
+  out->clear();
+  out->reserve(static_cast<size_t>(std::min<uint64_t>(total, kChunk)));
+  size_t got = 0;
+  while (got < total) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(total - got, kChunk));
+    out->resize(got + want);
+    const size_t r = read_some(f.get(), out->data() + got, want, path);
+    got += r;
+    if (r < want) break;
+  }
+  out->resize(got);
   if (got < total)
     fail(path, "truncated: dimensions " + dims_str(dims) + " promise " + std::to_string(total) +
                    " data bytes but the file holds only " + std::to_string(got));

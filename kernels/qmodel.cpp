@@ -96,9 +96,9 @@ struct Reader {
     l.wbits = i32(p + ".weight_bits", {1})[0];
     if (l.wbits < 2 || l.wbits > 8) fail("'" + p + "' has " + std::to_string(l.wbits) + "-bit weights; supported: 2..8");
     const int32_t lo = -(1 << (l.wbits - 1)), hi = (1 << (l.wbits - 1)) - 1;
-    l.w.resize(out * in);
     if (l.wbits <= 4) {
       const TensorView& v = t(p + ".weight", DType::U8, {out, (in + 1) / 2});
+      l.w.resize(out * in);  // after the shape check: the file really holds out x in codes
       for (int64_t n = 0; n < out; ++n)
         for (int64_t k = 0; k < in; ++k) {
           uint8_t byte = v.data[n * ((in + 1) / 2) + k / 2];
@@ -107,6 +107,7 @@ struct Reader {
         }
     } else {
       const TensorView& v = t(p + ".weight", DType::I8, {out, in});
+      l.w.resize(out * in);
       std::memcpy(l.w.data(), v.data, v.nbytes);
     }
     for (int8_t x : l.w)
@@ -178,8 +179,10 @@ bool is_quant_model_file(const std::string& path) {
   return f.meta_str("format", "") == kFormat;
 }
 
-QuantModel load_quant_model(const std::string& path) {
-  SafeTensorsFile f = SafeTensorsFile::open(path);
+QuantModel load_quant_model(const std::string& path) { return load_quant_model(SafeTensorsFile::open(path)); }
+
+QuantModel load_quant_model(const SafeTensorsFile& f) {
+  const std::string& path = f.path();
   Reader R{f, path};
   std::string fmt = f.meta_str("format", "");
   if (fmt != kFormat)
@@ -208,6 +211,11 @@ QuantModel load_quant_model(const std::string& path) {
   bad(!(m.ln_eps > 0) || !(m.std > 0) || !std::isfinite(m.mean), "ln_eps/mean/std metadata invalid");
   const int64_t D = m.dim, T = m.tokens(), H = m.mlp_hidden, P = m.in_chans * m.patch * m.patch;
   m.patch_embed = R.linear("patch_embed", D, P);
+  bad(m.patch_embed.input.bits != 8 || m.patch_embed.input.zero != 0,
+      "'patch_embed.input' must be 8-bit with zero point 0 (raw pixels), found " +
+          std::to_string(m.patch_embed.input.bits) + "-bit with zero point " + std::to_string(m.patch_embed.input.zero));
+  bad(T > gemm_max_k(8, 8), std::to_string(T) + " tokens exceed the int32 accumulation bound of attention x V (" +
+                                std::to_string(gemm_max_k(8, 8)) + ")");
   m.cls_token = R.f32("cls_token", {1, 1, D});
   m.pos_embed = R.f32("pos_embed", {1, T, D});
   m.blocks.resize(m.depth);

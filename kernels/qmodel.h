@@ -113,6 +113,9 @@ void save_quant_model(const QuantModel& m, const std::string& path);
 // bit widths known, scales finite and positive, zero points and codes in range, thresholds
 // decreasing, the int32 GEMM bound respected. Throws InputError naming the file and the problem.
 QuantModel load_quant_model(const std::string& path);
+// The same from a file already read (e.g. SafeTensorsFile::from_bytes; messages name f.path()).
+class SafeTensorsFile;
+QuantModel load_quant_model(const SafeTensorsFile& f);
 // True when the file's metadata says it is a reparq quantized model.
 bool is_quant_model_file(const std::string& path);
 
