@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+#include "apps/plots.h"
 #include "calib/data.h"
 #include "calib/evaluate.h"
 #include "calib/progress.h"
@@ -94,6 +95,9 @@ int run_demo(DemoArgs& a) {
   rows.push_back({{"bits", "FP32"}, {"method", "-"}, {"top1", rf.top1_pct()}, {"drop", 0.0},
                   {"agree_fp32", 100.0}, {"agree_sim", nullptr}, {"bytes", fp_bytes}, {"ms", fp_ms}, {"speedup", 1.0}});
   std::string isa_used, kernels;
+  nlohmann::json runs = nlohmann::json::array();   // for accuracy.svg (reparq plot's schema)
+  QuantModel plot_q;                                // lowest-bit model, default recipe first
+  int plot_score = 1 << 30;
   for (const std::string& bits : a.bits) {
     int wb, ab;
     parse_bits(bits, &wb, &ab);
@@ -126,8 +130,20 @@ int run_demo(DemoArgs& a) {
                       {"sim_top1", rs.top1_pct()}, {"sim_images", ns},
                       {"bytes", fs::file_size(path)}, {"ms", ms}, {"speedup", fp_ms / ms},
                       {"quantize_seconds", qsec}, {"file", path}});
+      const std::string bs = "W" + std::to_string(wb) + "A" + std::to_string(ab);
+      runs.push_back({{"model", fs::path(a.model).stem().string()}, {"label", method + " " + bs},
+                      {"recipe", {{"method", method}, {"wbits", wb}, {"abits", ab}}}, {"seed", a.seed},
+                      {"top1", ri.top1_pct()}, {"fp32", rf.top1_pct()}});
+      if (int score = (method == "reparq" ? 0 : 100) + wb + ab; score < plot_score) plot_q = ql, plot_score = score;
     }
   }
+  // The plots of `reparq plot`: channel ranges and softmax levels of block 0 of the lowest-bit
+  // reparq model, and accuracy vs bits of this run.
+  std::vector<std::string> plots;
+  if (!plot_q.blocks.empty()) plots = write_model_plots(fp, plot_q, tr, a.out_dir, 0);
+  if (!runs.empty())
+    plots.push_back(write_accuracy_plot({{"schema", "reparq-ablation-1"}, {"seeds", {a.seed}}, {"test_images", n}, {"runs", runs}},
+                                        "demo results", a.out_dir));
 
   nlohmann::json rep = {{"schema", "reparq-demo-1"},
                         {"tool", "reparq 0.1.0"},
@@ -141,7 +157,8 @@ int run_demo(DemoArgs& a) {
                         {"seed", a.seed},
                         {"calib_samples", a.calib},
                         {"test_images", n},
-                        {"rows", rows}};
+                        {"rows", rows},
+                        {"plots", plots}};
   std::string md;
   char line[512];
   md += "# reparq demo\n\n";
@@ -161,10 +178,16 @@ int run_demo(DemoArgs& a) {
   md += "\n`int vs sim`: share of the first " + std::to_string(ns) +
         " test images where the integer executor's top-1 equals the simulated model's.\n";
   md += "Speed: median of 30 batch-1 runs, executor vs LibTorch FP32 (" + blas_summary() + ") in the same process.\n";
+  if (!plots.empty()) {
+    md += "\nPlots (`reparq plot`):";
+    for (const auto& p : plots) md += " " + fs::path(p).filename().string();
+    md += "\n";
+  }
   write_text_atomic(a.out_dir + "/report.md", md);
   write_text_atomic(a.out_dir + "/report.json", rep.dump(2) + "\n");
   if (a.c.json) std::printf("%s\n", rep.dump(2).c_str());
-  else std::printf("\n%s\nwrote %s/report.md, %s/report.json and the quantized models\n", md.c_str(), a.out_dir.c_str(), a.out_dir.c_str());
+  else std::printf("\n%s\nwrote %s/report.md, %s/report.json, the plots (%zu SVG) and the quantized models\n", md.c_str(),
+                   a.out_dir.c_str(), a.out_dir.c_str(), plots.size());
   return 0;
 }
 

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "apps/commands.h"
+#include "apps/plots.h"
 #include "apps/svg.h"
 #include "calib/data.h"
 #include "calib/vit.h"
@@ -235,6 +236,12 @@ void plot_accuracy(const PlotArgs& a, std::vector<std::string>& written) {
   } catch (const nlohmann::json::exception& e) {
     throw InputError(path + ": not valid JSON (" + std::string(e.what()) + ")");
   }
+  written.push_back(write_accuracy_plot(js, path, a.out));
+}
+
+}  // namespace
+
+std::string write_accuracy_plot(const nlohmann::json& js, const std::string& path, const std::string& dir) {
   if (!js.is_object() || js.value("schema", "") != "reparq-ablation-1" || !js.contains("runs") || !js["runs"].is_array())
     throw InputError(path + ": not a reparq ablation result (expected schema 'reparq-ablation-1' with a 'runs' list, from reparq ablate --json-out)");
   // model -> method -> bits -> top-1 values; bits ordered by total bits, then weight bits.
@@ -268,7 +275,7 @@ void plot_accuracy(const PlotArgs& a, std::vector<std::string>& written) {
   std::vector<std::string> cats;
   for (const Bits& b : bits) cats.push_back("W" + std::to_string(b.w) + "A" + std::to_string(b.a));
   const int np = int(model_order.size()), cols = std::min(np, 2), rows = (np + cols - 1) / cols;
-  svg::Figure f(cols == 1 ? 620 : 1040, 440.0 * rows, rows, cols);
+  svg::Figure f(cols == 1 ? 760 : 1040, 440.0 * rows, rows, cols);
   int nseeds = js.contains("seeds") && js["seeds"].is_array() ? int(js["seeds"].size()) : 1;
   f.title("Top-1 of the integer executor vs bit width (" + std::to_string(js.value("test_images", 0)) + " test images, " +
           std::to_string(nseeds) + (nseeds == 1 ? " calibration seed)" : " calibration seeds: mean, bar = min..max)"));
@@ -329,8 +336,27 @@ void plot_accuracy(const PlotArgs& a, std::vector<std::string>& written) {
     }
     if (!off.empty()) p.note("off the plot (below " + f2(fp - 30) + "):" + off, "bl");
   }
-  write_svg(f, (fs::path(a.out) / "accuracy.svg").string(), written);
+  std::vector<std::string> written;
+  write_svg(f, (fs::path(dir) / "accuracy.svg").string(), written);
+  return written.at(0);
 }
+
+std::vector<std::string> write_model_plots(const Vit& fp, const QuantModel& q, const ImageSet& train,
+                                           const std::string& dir, int block) {
+  PlotArgs a;
+  a.models = {"the float model", "the quantized model"};
+  a.out = dir;
+  a.block = block;
+  std::vector<std::string> written;
+  std::string how;
+  torch::Tensor px = calib_images(a, q, train, &how);
+  SimModel sim(q);
+  plot_ranges(a, fp, q, sim, px, how, written);
+  plot_softmax(a, q, sim, px, how, written);
+  return written;
+}
+
+namespace {
 
 int run_plot(PlotArgs& a) {
   apply_common_options(a.c);

@@ -255,7 +255,9 @@ std::string Figure::render() const {
     << "<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
   double top0 = 0;
   if (!title_.empty()) {
-    o << "<text x=\"" << c(w_ / 2) << "\" y=\"20\" text-anchor=\"middle\" font-size=\"15\" font-weight=\"bold\">"
+    // Bold text runs ~10 % wider than text_width's estimate; shrink a title that would not fit.
+    const double fs = std::max(9.0, std::min(15.0, 15.0 * (w_ - 24) / (1.1 * text_width(title_, 15))));
+    o << "<text x=\"" << c(w_ / 2) << "\" y=\"20\" text-anchor=\"middle\" font-size=\"" << c(fs) << "\" font-weight=\"bold\">"
       << escape(title_) << "</text>\n";
     top0 = 28;
   }
@@ -337,7 +339,8 @@ std::string Figure::render() const {
     o << "<g>\n<clipPath id=\"clip" << pi << "\"><rect x=\"" << c(L) << "\" y=\"" << c(T) << "\" width=\"" << c(R - L)
       << "\" height=\"" << c(B - T) << "\"/></clipPath>\n";
     if (!p.title_.empty())
-      o << "<text x=\"" << c((L + R) / 2) << "\" y=\"" << c(cy + 20) << "\" text-anchor=\"middle\" font-size=\"13\" font-weight=\"bold\">"
+      o << "<text x=\"" << c((L + R) / 2) << "\" y=\"" << c(cy + 20) << "\" text-anchor=\"middle\" font-size=\""
+        << c(std::max(8.0, std::min(13.0, 13.0 * (cw - 20) / (1.1 * text_width(p.title_, 13))))) << "\" font-weight=\"bold\">"
         << escape(p.title_) << "</text>\n";
 
     // Ticks and grid.

@@ -33,6 +33,10 @@ assert w8["agree_sim"] >= 97, w8          # integer executor vs simulation at 8 
 assert w8["agree_fp32"] >= 90, w8
 md = open(os.path.join(d, "report.md")).read()
 assert md.count("\n| W") == 4, md
+import xml.dom.minidom   # the plots: named in the report, well-formed SVG
+assert sorted(os.path.basename(p) for p in r["plots"]) == ["accuracy.svg", "ranges.svg", "softmax.svg"], r["plots"]
+for p in r["plots"]:
+    assert xml.dom.minidom.parse(p).documentElement.tagName == "svg", p
 print("demo report: %d rows, W8A8 reparq top-1 %.2f (FP32 %.2f), int vs sim %.1f %%" %
       (len(rows), w8["top1"], fp["top1"], w8["agree_sim"]))
 PY

@@ -36,7 +36,7 @@ parses() {   # parses FILE: well-formed XML whose root is <svg>
   python3 -c 'import sys, xml.dom.minidom as m; d = m.parse(sys.argv[1]); sys.exit(d.documentElement.tagName != "svg")' "$1"
 }
 
-"$B" quantize "$M" -o "$T/q.st" --bits W4A4 --calib 8 -q >/dev/null 2>"$T/err" || bad "quantize: $(cat "$T/err")"
+"$B" quantize "$M" -o "$T/q.st" --bits W4A4 --calib 8 --threads 1 -q >/dev/null 2>"$T/err" || bad "quantize: $(cat "$T/err")"
 cat > "$T/results.json" <<'EOF'
 {"schema": "reparq-ablation-1", "seeds": [0, 1], "test_images": 100, "runs": [
  {"model": "m", "label": "minmax W8A8", "recipe": {"method": "minmax", "wbits": 8, "abits": 8}, "seed": 0, "top1": 80.0, "fp32": 81.0},
@@ -46,7 +46,7 @@ cat > "$T/results.json" <<'EOF'
  {"model": "m", "label": "reparq W4A4", "recipe": {"method": "reparq", "wbits": 4, "abits": 4}, "seed": 0, "top1": 78.0, "fp32": 81.0},
  {"model": "m", "label": "W4A4 softmax log2", "recipe": {"method": "reparq", "wbits": 4, "abits": 4}, "seed": 0, "top1": 1.0, "fp32": 81.0}]}
 EOF
-if "$B" plot "$M" "$T/q.st" -o "$T/plots" --results "$T/results.json" --calib 8 -q >"$T/out" 2>"$T/err"; then
+if "$B" plot "$M" "$T/q.st" -o "$T/plots" --results "$T/results.json" --calib 8 --threads 1 -q >"$T/out" 2>"$T/err"; then
   ok
   for f in ranges softmax accuracy; do
     p=$T/plots/$f.svg
