@@ -524,37 +524,74 @@ void SafeTensorsWriter::write(const std::string& path) const {
 // ---------------------------------------------------------------------------------------------
 // Atomic write (POSIX): temporary file in the same directory, fsync, rename over the target,
 // fsync the directory so that the rename itself survives a crash.
+//
+// On Linux the temporary file is first an unnamed O_TMPFILE inode: a process killed while
+// writing (the long part) leaves nothing in the directory. Once the bytes are on disk it gets
+// the name "<path>.tmp.<pid>" (linkat) and is renamed over <path> at once, so only a kill in
+// the microseconds between linkat and rename leaves a "<path>.tmp.<pid>" file behind. Where
+// O_TMPFILE is unsupported (not Linux, some file systems) the file is created under
+// "<path>.tmp.<pid>" directly, and a killed run leaves that clearly named partial file.
 
-void write_file_atomic(const std::string& path, const void* data, size_t n) {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(path, "cannot write: cannot create " + squote(tmp) + ": " + std::strerror(errno));
+namespace {
 
-  // On any failure: close, remove the temporary file, report the step that failed.
-  auto give_up = [&](const std::string& step, int err, bool close_fd) {
-    if (close_fd) ::close(fd);
-    ::unlink(tmp.c_str());
-    fail(path, "cannot write: " + step + ": " + std::strerror(err));
-  };
-
-  const auto* p = static_cast<const uint8_t*>(data);
+// Writes all `n` bytes to `fd`; returns 0 or the errno of the failed write.
+int write_all(int fd, const uint8_t* p, size_t n) {
   size_t done = 0;
   while (done < n) {
     const ssize_t w = ::write(fd, p + done, n - done);
     if (w < 0) {
       if (errno == EINTR) continue;
-      give_up("write to " + squote(tmp) + " failed", errno, true);
+      return errno;
     }
     done += static_cast<size_t>(w);
   }
+  return 0;
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const void* data, size_t n) {
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  std::string dir = std::filesystem::path(path).parent_path().string();
+  if (dir.empty()) dir = ".";
+  const auto* p = static_cast<const uint8_t*>(data);
+  bool named = false;  // does `tmp` exist in the directory (and need removing on failure)?
+  int fd = -1;
+#ifdef O_TMPFILE
+  fd = ::open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+  if (fd < 0 && errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL)
+    fail(path, "cannot write: cannot create a temporary file in " + squote(dir) + ": " + std::strerror(errno));
+#endif
+  if (fd < 0) {
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) fail(path, "cannot write: cannot create " + squote(tmp) + ": " + std::strerror(errno));
+    named = true;
+  }
+
+  // On any failure: close, remove the temporary file, report the step that failed.
+  auto give_up = [&](const std::string& step, int err, bool close_fd) {
+    if (close_fd) ::close(fd);
+    if (named) ::unlink(tmp.c_str());
+    fail(path, "cannot write: " + step + ": " + std::strerror(err));
+  };
+
+  if (const int err = write_all(fd, p, n)) give_up("write to " + squote(tmp) + " failed", err, true);
   if (::fsync(fd) != 0) give_up("fsync of " + squote(tmp) + " failed", errno, true);
+  if (!named) {
+    // Give the unnamed file its temporary name (/proc/self/fd needs no privilege, unlike
+    // AT_EMPTY_PATH). A stale file of that name (a pid reused after a kill) is replaced.
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+    int rc = ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW);
+    if (rc != 0 && errno == EEXIST && ::unlink(tmp.c_str()) == 0)
+      rc = ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, tmp.c_str(), AT_SYMLINK_FOLLOW);
+    if (rc != 0) give_up("cannot name the temporary file " + squote(tmp), errno, true);
+    named = true;
+  }
   if (::close(fd) != 0) give_up("close of " + squote(tmp) + " failed", errno, false);
   if (::rename(tmp.c_str(), path.c_str()) != 0)
     give_up("rename of " + squote(tmp) + " failed", errno, false);
 
   // Best effort: some file systems refuse fsync on a directory; the data is already in place.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     (void)::fsync(dfd);

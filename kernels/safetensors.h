@@ -65,7 +65,7 @@ class SafeTensorsFile {
 // Collects tensors (copies their bytes) and writes them in insertion order. Each tensor's data
 // starts on a 64-byte boundary: the JSON header is padded with spaces so the data section starts
 // aligned, and an explicit "__pad.N" U8 tensor fills the gap after a tensor whose size is not a
-// multiple of 64 (safetensors forbids holes). write() goes to "<path>.tmp.<pid>" and renames.
+// multiple of 64 (safetensors forbids holes). write() is write_file_atomic() below.
 // add() and set_metadata() throw reparq::Error (kExitInternal) on misuse: reserved or duplicate
 // name, negative dimension, nbytes != dtype x shape, text that is not valid UTF-8.
 class SafeTensorsWriter {
@@ -82,8 +82,11 @@ class SafeTensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes `bytes` to "<path>.tmp.<pid>" in the same directory, fsyncs and renames over `path`.
-// Throws InputError naming the path when the directory is not writable.
+// Writes `bytes` to a temporary file in the same directory, fsyncs, names it "<path>.tmp.<pid>"
+// and renames it over `path`. On Linux the temporary file has no name while it is written
+// (O_TMPFILE), so a run killed meanwhile leaves nothing; elsewhere it is "<path>.tmp.<pid>"
+// from the start (docs/RELIABILITY.md). Throws InputError naming the path when the directory
+// is not writable.
 void write_file_atomic(const std::string& path, const void* data, size_t n);
 
 }  // namespace reparq
