@@ -76,7 +76,7 @@ struct Component {
 int run_ablate(AblateArgs& a) {
   apply_common_options(a.c);
   if (a.models.empty())
-    for (const char* m : {"models/vit6x128.safetensors", "models/vit12x96.safetensors"})
+    for (const char* m : {"models/vit6x128.safetensors", "models/vit8x96.safetensors"})
       if (fs::exists(m)) a.models.push_back(m);
   if (a.models.empty()) throw UsageError("ablate: no --models given and no bundled model found");
   if (a.seeds.empty()) throw UsageError("ablate: --seeds must not be empty");
