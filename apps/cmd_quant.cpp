@@ -110,6 +110,7 @@ int run_quantize(QuantArgs& a) {
     std::vector<const SiteRow*> worst;
     for (const SiteRow& row : sr.rows) worst.push_back(&row);
     std::sort(worst.begin(), worst.end(), [](const SiteRow* x, const SiteRow* y) { return x->out_sqnr_db < y->out_sqnr_db; });
+    if (a.c.verbose && !a.c.json) std::printf("%s\n", sr.to_markdown().c_str());
     if (!a.c.json) {
       std::printf("lowest output SQNR vs FP32 (calibration images):");
       for (size_t i = 0; i < worst.size() && i < 3; ++i) std::printf("  %s %.1f dB", worst[i]->site.c_str(), worst[i]->out_sqnr_db);

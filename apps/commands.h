@@ -20,6 +20,7 @@ struct CommonOptions {
   int threads = 2;
   bool json = false;
   bool quiet = false;
+  bool verbose = false;   // -v: more detail on stdout (quantize: the per-site table)
   std::string data_dir;
 };
 // The whole command line ("reparq quantize ..."), recorded in files' metadata.

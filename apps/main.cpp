@@ -19,6 +19,7 @@ void add_common_options(CLI::App* c, CommonOptions& o) {
   c->add_option("--data-dir", o.data_dir, "Fashion-MNIST directory (default: $REPARQ_DATA_DIR or /usr/share/datasets/fashion-mnist)");
   c->add_flag("--json", o.json, "Print a machine-readable JSON result on stdout");
   c->add_flag("-q,--quiet", o.quiet, "No progress lines");
+  c->add_flag("-v,--verbose", o.verbose, "More detail (quantize: print the per-site error table)");
 }
 
 static std::string g_command_line;

@@ -40,6 +40,8 @@ check "report Markdown has the per-site table" -- grep -q "| blocks.0.attn.softm
 
 "$B" quantize "$M" -o "$T/mm.safetensors" --bits W4A4 --method minmax --calib 8 --threads 1 --quiet --no-report > /dev/null 2>&1
 check "--no-report writes no report" -- test ! -e "$T/mm.report.md"
+"$B" quantize "$M" -o "$T/v.safetensors" --bits W8A8 --calib 4 --threads 1 --quiet -v > "$T/v.out" 2>&1
+check "-v prints the per-site table" -- grep -q "^| blocks.0.mlp.fc2 |" "$T/v.out"
 
 "$B" eval "$M" "$T/q4.safetensors" "$T/mm.safetensors" --limit 200 --threads 1 --quiet --report "$T/cmp" > "$T/cmp.out" 2>&1 ||
   { echo "FAIL: eval compare"; cat "$T/cmp.out"; fail=$((fail + 1)); }
