@@ -84,6 +84,14 @@ struct EvalOne {
   bool is_float = false;
 };
 
+// A quantized model runs on images of its own size only (the executor reads image_size^2
+// pixels per image): a 16x16 model on the 28x28 test set would read the wrong pixels.
+void check_image_size(const std::string& model, int64_t size, const ImageSet& te) {
+  if (te.rows != size || te.cols != size)
+    throw InputError(model + ": the model expects " + std::to_string(size) + "x" + std::to_string(size) +
+                     " images, the test set holds " + std::to_string(te.rows) + "x" + std::to_string(te.cols));
+}
+
 EvalOne eval_one(const EvalArgs& a, const std::string& path, const ImageSet& te, bool keep_logits) {
   EvalOne e;
   e.model = path;
@@ -102,11 +110,13 @@ EvalOne eval_one(const EvalArgs& a, const std::string& path, const ImageSet& te,
     e.detail = blas_summary();
   } else if (e.engine == "sim") {
     QuantModel q = load_quant_model(path);
+    check_image_size(path, q.image_size, te);
     SimModel sim(q);
     e.r = evaluate_sim(sim, te, a.limit, a.batch, label, keep_logits);
     e.detail = "quantization simulated in LibTorch";
   } else if (e.engine == "int") {
     QuantModel q = load_quant_model(path);
+    check_image_size(path, q.image_size, te);
     Executor ex(q, best_isa(), a.c.threads);
     e.r = evaluate(te, a.limit, a.batch, q.num_classes,
                    [&](const uint8_t* px, int64_t b, float* out) { ex.run(px, b, out); }, label, keep_logits);
