@@ -960,3 +960,33 @@ TEST(Executor, GoldenLogitsW4A4BitIdenticalToX86) {
   c.attn_bits = {4, 3};
   check_golden("golden_vit_w4a4", c, 42);
 }
+
+// Determinism on the shipped files (docs/RELIABILITY.md): 45 images run as batches of 1, 7 and
+// 32 (the last batch partial), with 1 and 2 threads, each configuration twice on the same
+// executor and once more on a fresh one: every logit bit-identical, on every ISA.
+TEST(Executor, LogitsBitIdenticalAcrossRepeatsThreadsAndBatches) {
+  for (const char* stem : {"golden_vit_w8a8", "golden_vit_w4a4"}) {
+    const QuantModel m = load_quant_model(std::string(REPARQ_SOURCE_DIR) + "/tests/data/" + stem + ".safetensors");
+    const int64_t n = 45, S = m.image_size, C = m.num_classes;
+    const std::vector<uint8_t> imgs = golden_images(n, S);
+    std::vector<float> want;
+    for (Isa isa : available_isas())
+      for (int threads : {1, 2}) {
+        Executor ex(m, isa, threads);
+        for (int64_t batch : {1, 7, 32})
+          for (int repeat = 0; repeat < 2; ++repeat) {
+            std::vector<float> got(size_t(n * C));
+            for (int64_t i = 0; i < n; i += batch)
+              ex.run(imgs.data() + i * S * S, std::min(batch, n - i), got.data() + i * C);
+            if (want.empty()) {
+              Executor fresh(m, Isa::Scalar, 1);
+              want.resize(got.size());
+              fresh.run(imgs.data(), n, want.data());
+            }
+            EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * sizeof(float)))
+                << stem << ": " << isa_name(isa) << ", " << threads << " threads, batch " << batch
+                << ", repeat " << repeat;
+          }
+      }
+  }
+}
