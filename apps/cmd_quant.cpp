@@ -79,7 +79,6 @@ int run_quantize(QuantArgs& a) {
   QuantModel q = quantize_model(fp, tr, r, a.opt);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   q.metadata["quantize.command"] = command_line();
-  save_quant_model(q, a.out);
 
   nlohmann::json rep = report_header("reparq-quantize-1", a.c.threads);
   rep["model"] = a.model;
@@ -105,6 +104,10 @@ int run_quantize(QuantArgs& a) {
                      "against the FP32 model. `clipped %`: input values outside the representable range.\n\n" +
                      sr.to_markdown();
     prefix = report_prefix(a.out);
+    // The model first, then its report right after: everything slow happened before either is
+    // written, so a kill leaves the previous pair or (in the milliseconds between the two
+    // renames) the new model with the previous report; never a partial file.
+    save_quant_model(q, a.out);
     write_report(prefix, rep, md);
     // The three sites whose output is furthest from FP32: where a user looks first.
     std::vector<const SiteRow*> worst;
@@ -117,6 +120,7 @@ int run_quantize(QuantArgs& a) {
       std::printf("\n");
     }
   }
+  if (a.no_report) save_quant_model(q, a.out);
   if (a.c.json) {
     std::printf("%s\n", rep.dump(2).c_str());
   } else {
