@@ -74,6 +74,7 @@ struct EvalArgs {
   std::string engine = "auto";
   std::string isa;
   std::string report;
+  bool compare = false;
   int64_t limit = 0;
   int64_t batch = 100;
 };
@@ -149,6 +150,8 @@ double mean_kl(const std::vector<float>& ref, const std::vector<float>& got, int
 int run_eval(EvalArgs& a) {
   apply_common_options(a.c);
   if (!a.isa.empty()) set_isa_cap(parse_isa(a.isa, "--isa"));
+  if (a.compare && a.models.size() < 2)
+    throw UsageError("--compare needs at least two models (the float model and its quantized versions)");
   const bool compare = a.models.size() > 1;
   int ref = -1;   // the float model the others are compared with
   for (size_t i = 0; i < a.models.size() && compare; ++i)
@@ -257,6 +260,7 @@ void add_model_commands(CLI::App& app, CommandList& cmds) {
   add_common_options(ev, ea.c);
   ev->add_option("models", ea.models, "Model file(s): float or quantized .safetensors; several = side by side, "
                  "with top-1 agreement and mean KL against the float one")->required();
+  ev->add_flag("--compare", ea.compare, "Side by side (implied by several models; checks there are at least two)");
   ev->add_option("--report", ea.report, "Also write PREFIX.md and PREFIX.json (schema reparq-eval-1)");
   ev->add_option("--engine", ea.engine, "auto (int for quantized files, fp32 for float), fp32, sim, int")->capture_default_str();
   ev->add_option("--isa", ea.isa, "Cap the executor's ISA: scalar, avx2, avx512vnni");

@@ -56,6 +56,10 @@ assert rows[0]["agree_fp32"] == 100 and rows[0]["mean_kl"] == 0
 for x in rows[1:]:
     assert 0 <= x["agree_fp32"] <= 100 and x["mean_kl"] >= 0 and x["images"] == 200
 PY
+out=$("$B" eval --compare "$M" 2>&1 >/dev/null); rc=$?
+check "--compare with one model is a usage error" -- test "$rc" -eq 1
+"$B" eval --compare "$M" "$T/q4.safetensors" --limit 20 --threads 1 --quiet > "$T/cmp2.out" 2>&1
+check "eval --compare A B" -- test "$(grep -c '^| .*safetensors |' "$T/cmp2.out")" -eq 2
 out=$("$B" eval "$T/q4.safetensors" "$T/mm.safetensors" --limit 10 2>&1 >/dev/null); rc=$?
 check "compare without the float model is a usage error" -- test "$rc" -eq 1
 check "... with a message" -- grep -q "float model" <<<"$out"
