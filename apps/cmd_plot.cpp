@@ -25,6 +25,7 @@
 #include "kernels/error.h"
 #include "kernels/qmodel.h"
 #include "quant/quantizers.h"
+#include "quant/report.h"
 #include "quant/sim.h"
 
 namespace fs = std::filesystem;
@@ -75,17 +76,17 @@ std::vector<double> to_dvec(const torch::Tensor& t) {
 // The calibration images: the quantized file's own (metadata calib.ids) unless --calib is given.
 torch::Tensor calib_images(const PlotArgs& a, const QuantModel& q, const ImageSet& tr, std::string* how) {
   std::vector<int64_t> ids;
-  auto it = q.metadata.find("calib.ids");
-  if (a.calib == 0 && it != q.metadata.end() && !it->second.empty()) {
-    std::stringstream ss(it->second);
-    std::string tok;
-    while (std::getline(ss, tok, ',')) {
-      char* end = nullptr;
-      long long v = std::strtoll(tok.c_str(), &end, 10);
-      if (tok.empty() || *end != '\0' || v < 0 || v >= tr.count)
-        throw InputError(a.models[1] + ": metadata calib.ids holds '" + tok + "', not an index of the training set");
-      ids.push_back(v);
+  if (a.calib == 0) {
+    try {
+      ids = calibration_ids_of(q);
+    } catch (const InputError& e) {
+      throw InputError(a.models[1] + ": " + e.what());
     }
+    for (int64_t v : ids)
+      if (v >= tr.count)
+        throw InputError(a.models[1] + ": metadata calib.ids holds '" + std::to_string(v) + "', not an index of the training set");
+  }
+  if (!ids.empty()) {
     *how = std::to_string(ids.size()) + " calibration images of the quantized file";
   } else {
     const int64_t n = a.calib > 0 ? a.calib : 32;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -83,10 +84,16 @@ std::vector<int64_t> calibration_ids_of(const QuantModel& q) {
   std::vector<int64_t> ids;
   auto it = q.metadata.find("calib.ids");
   if (it == q.metadata.end()) return ids;
+  if (it->second.empty()) return ids;
   std::stringstream ss(it->second);
   std::string tok;
-  while (std::getline(ss, tok, ','))
-    if (!tok.empty()) ids.push_back(std::stoll(tok));
+  while (std::getline(ss, tok, ',')) {
+    char* end = nullptr;
+    const long long v = std::strtoll(tok.c_str(), &end, 10);
+    if (tok.empty() || *end != '\0' || v < 0)
+      throw InputError("metadata calib.ids holds '" + tok + "', not an index of the training set");
+    ids.push_back(v);
+  }
   return ids;
 }
 

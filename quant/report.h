@@ -48,6 +48,8 @@ SiteReport analyze_sites(const Vit& fp, const QuantModel& q, const ImageSet& tra
                          const std::vector<int64_t>& ids);
 
 // The calibration ids recorded in a quantized model's metadata ("calib.ids"); empty if absent.
+// Throws InputError (without a file name: the caller adds it) on an entry that is not a
+// non-negative integer.
 std::vector<int64_t> calibration_ids_of(const QuantModel& q);
 
 }  // namespace reparq
