@@ -167,6 +167,17 @@ int run_ablate(AblateArgs& a) {
         {"no weight reconstruction (GPTQ off)", [](Recipe& r) { r.gptq = false; }},
         {"head input not re-parameterized", [](Recipe& r) { r.fold_head = false; }},
     };
+    // The newer components, named by what the row changes relative to the preset.
+    const Recipe base = Recipe::preset("reparq", 4, 4);
+    comps.push_back({base.act == "search" ? "activation clips by percentile (no output-aware search)"
+                                          : "output-aware activation clip search",
+                     [](Recipe& r) { r.act = r.act == "search" ? "percentile" : "search"; }});
+    comps.push_back({base.bias_correct ? "no bias correction" : "with bias correction",
+                     [](Recipe& r) { r.bias_correct = !r.bias_correct; }});
+    comps.push_back({base.qk_balance ? "no q/k balancing" : "with q/k balancing",
+                     [](Recipe& r) { r.qk_balance = !r.qk_balance; }});
+    comps.push_back({base.v_balance ? "no v/proj balancing" : "with v/proj balancing",
+                     [](Recipe& r) { r.v_balance = !r.v_balance; }});
     for (auto& v : vars) {
       md << "\n## " << v.name << ": components at W4A4 (reparq recipe, one change per row)\n\n| variant | top-1 % (vs FP32) |\n|---|---|\n";
       for (auto& c : comps) {

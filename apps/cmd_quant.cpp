@@ -31,6 +31,8 @@ struct QuantArgs {
   std::string softmax, target, ln_quant, weights, act;
   int gptq = -1, exact_bias = -1, fold_head = -1, reparam = -1;
   int dual_clip_iters = -1;
+  int qk_balance = -1, v_balance = -1, bias_correct = -1;
+  std::string a8;
   bool no_report = false;
 };
 
@@ -71,6 +73,11 @@ int run_quantize(QuantArgs& a) {
   if (a.fold_head >= 0) r.fold_head = a.fold_head;
   if (a.reparam >= 0) r.reparam = a.reparam;
   if (a.dual_clip_iters >= 0) r.dual_clip_iters = a.dual_clip_iters;
+  if (a.qk_balance >= 0) r.qk_balance = a.qk_balance;
+  if (a.bias_correct >= 0) r.bias_correct = a.bias_correct;
+  if (a.v_balance >= 0) r.v_balance = a.v_balance;
+  if (!a.a8.empty()) r.a8_sites = a.a8;
+  parse_a8_sites(r.a8_sites);   // validate before loading anything
   Vit fp = Vit::load(a.model);
   check_output_path(a.out);
   ImageSet tr = load_fashion_mnist(data_dir(a.c.data_dir), true);
@@ -147,12 +154,16 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--target", qa.target, "Override the re-parameterization target: mean, median");
   q->add_option("--ln-quant", qa.ln_quant, "Override: tensor-minmax, tensor-percentile, channel-percentile, dual-clip");
   q->add_option("--weights", qa.weights, "Override the weight range: minmax, percentile");
-  q->add_option("--act", qa.act, "Override other activations: minmax, percentile, percentile-wide");
+  q->add_option("--act", qa.act, "Override other activations: minmax, percentile, percentile-wide, search (output-aware clip search)");
   q->add_option("--gptq", qa.gptq, "Override weight reconstruction: 1 or 0")->check(CLI::Range(0, 1));
   q->add_option("--exact-bias", qa.exact_bias, "Override: fold bias from quantized weights 1 or 0")->check(CLI::Range(0, 1));
   q->add_option("--fold-head", qa.fold_head, "Override: re-parameterize the head input 1 or 0")->check(CLI::Range(0, 1));
   q->add_option("--reparam", qa.reparam, "Override: channel-wise -> layer-wise re-parameterization 1 or 0")->check(CLI::Range(0, 1));
   q->add_option("--dual-clip-iters", qa.dual_clip_iters, "Override the dual-clipping Adam iterations");
+  q->add_option("--bias-correct", qa.bias_correct, "Override: move each Linear's mean output error into its bias (1 or 0)")->check(CLI::Range(0, 1));
+  q->add_option("--qk-balance", qa.qk_balance, "Override: balance q/k channel ranges (1 or 0)")->check(CLI::Range(0, 1));
+  q->add_option("--v-balance", qa.v_balance, "Override: balance v / proj-input channels into proj's weights (1 or 0)")->check(CLI::Range(0, 1));
+  q->add_option("--a8", qa.a8, "Mixed precision: keep these activation sites at 8 bits, comma-separated: qkv,q,k,v,attn,proj,fc1,fc2,head");
   q->add_flag("--no-report", qa.no_report, "Do not write OUT.report.md / OUT.report.json (per-site error table)");
   cmds.push_back({q, [] { return run_quantize(qa); }});
 }

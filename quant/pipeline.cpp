@@ -3,7 +3,9 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cctype>
+#include <set>
 #include <sstream>
 
 #include "calib/progress.h"
@@ -31,6 +33,7 @@ Recipe Recipe::preset(const std::string& method, int wbits, int abits) {
   r.method = method;
   r.wbits = wbits;
   r.abits = abits;
+  if (method != "reparq") r.bias_correct = false, r.qk_balance = false;   // ours only
   if (method == "minmax") {
     r.ln_quant = "tensor-minmax"; r.reparam = false; r.fold_head = false; r.softmax = "uniform";
     r.act = "minmax"; r.weights = "minmax"; r.gptq = false; r.exact_bias = false;
@@ -60,17 +63,68 @@ std::string Recipe::to_json() const {
     << "\",\"exact_bias\":" << (exact_bias ? "true" : "false")
     << ",\"fold_head\":" << (fold_head ? "true" : "false") << ",\"softmax\":\"" << softmax
     << "\",\"softmax_bits\":" << (softmax_bits ? softmax_bits : abits) << ",\"act\":\"" << act
-    << "\",\"weights\":\"" << weights << "\",\"gptq\":" << (gptq ? "true" : "false") << "}";
+    << "\",\"weights\":\"" << weights << "\",\"gptq\":" << (gptq ? "true" : "false")
+    << ",\"qk_balance\":" << (qk_balance ? "true" : "false")
+    << ",\"v_balance\":" << (v_balance ? "true" : "false")
+    << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"a8_sites\":\"" << a8_sites << "\"}";
   return o.str();
+}
+
+const std::vector<std::string>& activation_site_names() {
+  static const std::vector<std::string> n = {"qkv", "q", "k", "v", "attn", "proj", "fc1", "fc2", "head"};
+  return n;
+}
+
+std::set<std::string> parse_a8_sites(const std::string& list) {
+  std::set<std::string> out;
+  std::stringstream ss(list);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (item.empty()) continue;
+    const auto& n = activation_site_names();
+    if (std::find(n.begin(), n.end(), item) == n.end())
+      throw UsageError("--a8 '" + list + "': unknown site '" + item +
+                       "' (qkv, q, k, v, attn, proj, fc1, fc2, head)");
+    out.insert(item);
+  }
+  return out;
 }
 
 namespace {
 
 struct StopForward {};
 
+constexpr int64_t kMinBiasCorrectRows = 256;
+// act = "search" applies to sites of at most this many bits; wider ones use RepQ-ViT's
+// percentile search. At 8 bits the output-aware clip was worse on the test model (logit
+// cosine 0.9988 vs 0.9995 vs FP32, tests/quant/test_pipeline.cpp): with rounding noise that
+// small, the local loss trades too much clipping for it.
+constexpr int kMaxSearchBits = 5;
+
+// act_search losses of the attention inputs (shapes [B, H, N, hd], attention [B, H, N, N]).
+struct AttnLossCtx {
+  torch::Tensor other;   // k (when quantizing q) or the quantized q (when quantizing k)
+  torch::Tensor ref;     // float softmax output
+  float inv_sqrt;
+  bool is_q;
+};
+double loss_attn(const torch::Tensor& xq, const void* ctx) {
+  const auto* c = static_cast<const AttnLossCtx*>(ctx);
+  torch::Tensor l = c->is_q ? torch::matmul(xq, c->other.transpose(-2, -1)) : torch::matmul(c->other, xq.transpose(-2, -1));
+  return ((l * c->inv_sqrt).softmax(-1) - c->ref).pow(2).sum().item<double>();
+}
+struct AvLossCtx {
+  torch::Tensor attn, v;
+};
+double loss_av(const torch::Tensor& xq, const void* ctx) {
+  const auto* c = static_cast<const AvLossCtx*>(ctx);
+  return torch::matmul(c->attn, xq - c->v).pow(2).sum().item<double>();
+}
+
 class Pipeline {
  public:
-  Pipeline(const Vit& fp, const torch::Tensor& calib, const Recipe& r) : sim_(fp), calib_(calib), r_(r) {}
+  Pipeline(const Vit& fp, const torch::Tensor& calib, const Recipe& r)
+      : sim_(fp), calib_(calib), r_(r), a8_(parse_a8_sites(r.a8_sites)) {}
 
   QuantModel run(Progress& prog) {
     // Patch embedding: input = raw pixels (exact 8-bit codes), weights per channel.
@@ -82,12 +136,24 @@ class Pipeline {
     for (int b = 0; b < sim_.depth; ++b) {
       SimBlock& s = sim_.blocks[b];
       QBlock& q = out_.blocks[b];
-      post_ln(b, Site::Norm1Out, s.ln1_w, s.ln1_b, s.qkv, q.qkv);
+      balance(b);
+      post_ln(b, "qkv", Site::Norm1Out, s.ln1_w, s.ln1_b, s.qkv, q.qkv);
       q.ln1_w = to_vec(s.ln1_w); q.ln1_b = to_vec(s.ln1_b);
       // q, k, v (per tensor)
       {
-        auto caps = capture_many(b, {Site::Q, Site::K, Site::V});
-        q.q = act_quant(caps[0]); q.k = act_quant(caps[1]); q.v = act_quant(caps[2]);
+        auto caps = capture_many(b, {Site::Q, Site::K, Site::V, Site::Attn});
+        if (r_.act == "search" && bits("q") <= kMaxSearchBits) {
+          // q against float k, then k against quantized q: the softmax output's error; v: the
+          // attention output's error A (v^ - v).
+          AttnLossCtx c{caps[1], caps[3], 1.0f / std::sqrt(float(caps[0].size(-1))), true};
+          q.q = act_quant(caps[0], bits("q"), loss_attn, &c);
+          AttnLossCtx c2{fake_quant(caps[0], q.q), caps[3], c.inv_sqrt, false};
+          q.k = act_quant(caps[1], bits("k"), loss_attn, &c2);
+          AvLossCtx c3{caps[3], caps[2]};
+          q.v = act_quant(caps[2], bits("v"), loss_av, &c3);
+        } else {
+          q.q = act_quant(caps[0], bits("q")); q.k = act_quant(caps[1], bits("k")); q.v = act_quant(caps[2], bits("v"));
+        }
         s.q = q.q; s.k = q.k; s.v = q.v;
       }
       // post-Softmax
@@ -99,23 +165,26 @@ class Pipeline {
       // proj
       {
         torch::Tensor x = capture(b, Site::ProjIn);
-        ActQuant in = act_quant(x);
+        LinearLossCtx c{x, s.proj.weight};
+        ActQuant in = act_quant(x, bits("proj"), loss_linear_out, &c);
         quantize_linear(s.proj, q.proj, x, in, nullptr);
       }
-      post_ln(b, Site::Norm2Out, s.ln2_w, s.ln2_b, s.fc1, q.fc1);
+      post_ln(b, "fc1", Site::Norm2Out, s.ln2_w, s.ln2_b, s.fc1, q.fc1);
       q.ln2_w = to_vec(s.ln2_w); q.ln2_b = to_vec(s.ln2_b);
       {
         torch::Tensor x = capture(b, Site::Fc2In);
-        ActQuant in = act_quant(x);
+        LinearLossCtx c{x, s.fc2.weight};
+        ActQuant in = act_quant(x, bits("fc2"), loss_linear_out, &c);
         quantize_linear(s.fc2, q.fc2, x, in, nullptr);
       }
       prog.update(b + 1);
     }
     if (r_.fold_head) {
-      post_ln(-1, Site::NormOut, sim_.norm_w, sim_.norm_b, sim_.head, out_.head);
+      post_ln(-1, "head", Site::NormOut, sim_.norm_w, sim_.norm_b, sim_.head, out_.head);
     } else {
       torch::Tensor x = capture(-1, Site::NormOut);
-      ActQuant in = act_quant(x);
+      LinearLossCtx c{x, sim_.head.weight};
+      ActQuant in = act_quant(x, bits("head"), loss_linear_out, &c);
       quantize_linear(sim_.head, out_.head, x, in, nullptr);
     }
     prog.update(sim_.depth + 1);
@@ -162,15 +231,22 @@ class Pipeline {
   }
   torch::Tensor capture(int block, Site s) { return capture_many(block, {s})[0]; }
 
-  ActQuant act_quant(const torch::Tensor& x) const {
-    if (r_.act == "minmax") return act_minmax(x, r_.abits);
-    if (r_.act == "percentile") return act_percentile(x, r_.abits, false);
-    if (r_.act == "percentile-wide") return act_percentile(x, r_.abits, true);
+  int bits(const char* site) const { return a8_.count(site) ? 8 : r_.abits; }
+
+  // loss/ctx: what "search" minimizes (default: the MSE of x itself).
+  ActQuant act_quant(const torch::Tensor& x, int nbits, QuantLoss loss = nullptr, const void* ctx = nullptr) const {
+    if (r_.act == "search" && nbits <= kMaxSearchBits) {
+      if (!loss) loss = loss_mse_to, ctx = &x;
+      return act_search(x, nbits, loss, ctx);
+    }
+    if (r_.act == "minmax") return act_minmax(x, nbits);
+    if (r_.act == "percentile" || r_.act == "search") return act_percentile(x, nbits, false);
+    if (r_.act == "percentile-wide") return act_percentile(x, nbits, true);
     throw UsageError("unknown activation range method '" + r_.act + "'");
   }
 
   AttnQuant attn_quant(const torch::Tensor& a) const {
-    int bits = r_.softmax_bits ? r_.softmax_bits : r_.abits;
+    int bits = a8_.count("attn") ? 8 : r_.softmax_bits ? r_.softmax_bits : r_.abits;
     if (r_.softmax != "auto") {
       if (r_.softmax == "uniform" && r_.act == "minmax") return make_attn_quant("uniform", bits, 1.0);
       return search_attn_quant(a, r_.softmax, bits);
@@ -200,6 +276,14 @@ class Pipeline {
     torch::Tensor Wq = wq.dequant();
     torch::Tensor bias = lin.bias;
     if (tau) bias = bias + torch::matmul(r_.exact_bias ? Wq : W, *tau);
+    if (r_.bias_correct && x.numel() / inf >= kMinBiasCorrectRows) {
+      // Mean output error of this Linear on the calibration rows (its input quantizer and its
+      // weights together) moved into the bias: y_ref = (x + tau) W^T, y_q = (Q(x) + tau) Wq^T.
+      // Not for the head (one row per image): a mean over a few dozen rows is mostly noise.
+      torch::Tensor X = x.reshape({-1, inf}), Xq = fake_quant(X, in);
+      if (tau) X = X + *tau, Xq = Xq + *tau;
+      bias = bias + (torch::matmul(X, W.t()) - torch::matmul(Xq, Wq.t())).mean(0);
+    }
     lin.weight = Wq;
     lin.bias = bias;
     lin.input = in;
@@ -217,22 +301,23 @@ class Pipeline {
 
   // A post-LayerNorm site feeding `lin`: choose the quantizer, fold if the recipe says so,
   // quantize the Linear's weights on the folded model.
-  void post_ln(int block, Site site, torch::Tensor& ln_w, torch::Tensor& ln_b, SimLinear& lin,
+  void post_ln(int block, const char* name, Site site, torch::Tensor& ln_w, torch::Tensor& ln_b, SimLinear& lin,
                QLinear& ql) {
     torch::NoGradGuard ng;
     torch::Tensor x = capture(block, site);
     const int64_t C = x.size(-1);
     torch::Tensor X = x.reshape({-1, C});
     const std::string& m = r_.ln_quant;
+    const int nb = bits(name);
     if (m == "tensor-minmax" || m == "tensor-percentile" || !r_.reparam) {
-      ActQuant in = m == "tensor-minmax" ? act_minmax(X, r_.abits) : act_percentile(X, r_.abits, false);
+      ActQuant in = m == "tensor-minmax" ? act_minmax(X, nb) : act_percentile(X, nb, false);
       quantize_linear(lin, ql, X, in, nullptr);
       return;
     }
     ChannelQuant cq;
-    if (m == "channel-percentile") cq = channel_percentile(X, r_.abits);
-    else if (m == "channel-minmax") cq = channel_minmax(X, r_.abits);
-    else if (m == "dual-clip") cq = channel_dual_clip(X, lin.weight, r_.abits, r_.dual_clip_iters);
+    if (m == "channel-percentile") cq = channel_percentile(X, nb);
+    else if (m == "channel-minmax") cq = channel_minmax(X, nb);
+    else if (m == "dual-clip") cq = channel_dual_clip(X, lin.weight, nb, r_.dual_clip_iters);
     else throw UsageError("unknown post-LayerNorm quantizer '" + m + "'");
     Reparam rp = make_reparam(cq, r_.target);
     // Fold: LN' = LN / rho - tau; W' = W diag(rho).
@@ -244,9 +329,69 @@ class Pipeline {
     quantize_linear(lin, ql, Xf, rp.layer, &rp.tau);
   }
 
+  // Channel balancing of block b (Recipe::qk_balance, v_balance), before its qkv weights are
+  // quantized. Exact in real arithmetic: q.k^T and attn.v.Wproj^T are unchanged.
+  void balance(int b) {
+    if (!r_.qk_balance && !r_.v_balance) return;
+    torch::NoGradGuard ng;
+    SimBlock& s = sim_.blocks[b];
+    s.qkv.weight = s.qkv.weight.clone();   // may share storage with the float model
+    s.qkv.bias = s.qkv.bias.clone();
+    const int64_t D = sim_.dim, H = sim_.heads, hd = D / H;
+    auto caps = capture_many(b, {Site::Q, Site::K, Site::V, Site::Attn});
+    const torch::Tensor &Q = caps[0], &K = caps[1], &V = caps[2], &A = caps[3];   // [B,H,N,hd], A [B,H,N,N]
+    auto chmax = [&](const torch::Tensor& t) { return t.abs().amax({0, 2}).reshape({D}).clamp_min(1e-8); };
+    auto per_head = [&](const torch::Tensor& r) { return r.reshape({1, H, 1, hd}); };
+    const float inv_sqrt = 1.0f / std::sqrt(float(hd));
+    auto rows = [&](int64_t part) { return torch::indexing::Slice(part * D, (part + 1) * D); };
+    using torch::indexing::Slice;
+    if (r_.qk_balance) {
+      torch::Tensor ratio = chmax(K) / chmax(Q);
+      torch::Tensor ref = (torch::matmul(Q, K.transpose(-2, -1)) * inv_sqrt).softmax(-1);
+      double best = INFINITY;
+      torch::Tensor best_r = torch::ones({D});
+      for (double alpha : {0.0, 0.25, 0.5, 0.75, 1.0}) {
+        torch::Tensor r = ratio.pow(alpha);
+        torch::Tensor q2 = Q * per_head(r), k2 = K / per_head(r);
+        torch::Tensor qf = fake_quant(q2, act_quant(q2, bits("q"))), kf = fake_quant(k2, act_quant(k2, bits("k")));
+        torch::Tensor a = (torch::matmul(qf, kf.transpose(-2, -1)) * inv_sqrt).softmax(-1);
+        double e = (a - ref).pow(2).sum().item<double>();
+        if (e < best) best = e, best_r = r;
+      }
+      s.qkv.weight.index({rows(0), Slice()}).mul_(best_r.unsqueeze(1));
+      s.qkv.bias.index({rows(0)}).mul_(best_r);
+      s.qkv.weight.index({rows(1), Slice()}).div_(best_r.unsqueeze(1));
+      s.qkv.bias.index({rows(1)}).div_(best_r);
+    }
+    if (r_.v_balance) {
+      const torch::Tensor& W = s.proj.weight;   // [D, D]
+      const int64_t B = A.size(0), N = A.size(2);
+      auto proj_in = [&](const torch::Tensor& v) { return torch::matmul(A, v).transpose(1, 2).reshape({B, N, D}); };
+      torch::Tensor P = proj_in(V);
+      torch::Tensor ref = torch::matmul(P, W.t());
+      torch::Tensor pm = P.abs().amax({0, 1}).clamp_min(1e-8), wm = W.abs().amax(0).clamp_min(1e-8);
+      double best = INFINITY;
+      torch::Tensor best_s = torch::ones({D});
+      for (double alpha : {-1.0, 0.25, 0.5, 0.75}) {   // -1: no balancing
+        torch::Tensor sc = alpha < 0 ? torch::ones({D}) : pm.pow(alpha) / wm.pow(1.0 - alpha);
+        torch::Tensor v2 = V / per_head(sc);
+        torch::Tensor vf = fake_quant(v2, act_quant(v2, bits("v")));
+        torch::Tensor p2 = proj_in(vf);
+        torch::Tensor pf = fake_quant(p2, act_quant(p2, bits("proj")));
+        torch::Tensor wf = quantize_weight(W * sc.unsqueeze(0), r_.wbits, r_.weights).dequant();
+        double e = (torch::matmul(pf, wf.t()) - ref).pow(2).sum().item<double>();
+        if (e < best) best = e, best_s = sc;
+      }
+      s.qkv.weight.index({rows(2), Slice()}).div_(best_s.unsqueeze(1));
+      s.qkv.bias.index({rows(2)}).div_(best_s);
+      s.proj.weight = s.proj.weight * best_s.unsqueeze(0);
+    }
+  }
+
   SimModel sim_;
   torch::Tensor calib_;
   Recipe r_;
+  std::set<std::string> a8_;
   QuantModel out_;
 };
 

@@ -3,6 +3,7 @@
 // activations of the model whose earlier sites are already quantized.
 #pragma once
 #include <cstdint>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -28,14 +29,38 @@ struct Recipe {
   bool fold_head = true;           // treat norm -> head like the block LNs
   std::string softmax = "auto";    // uniform | log2 | logsqrt2 | tanq | auto (lowest MSE per layer)
   int softmax_bits = 0;            // 0 = abits
-  std::string act = "percentile";  // other activations: minmax | percentile | percentile-wide
+  // Other activations: minmax | percentile | percentile-wide | search (output-aware clip search,
+  // act_search: q and k by the softmax output's error, v by the attention output's, the inputs
+  // of proj, fc2 and an unfolded head by their Linear's output error; sites of 6 bits or more
+  // use "percentile").
+  std::string act = "search";
   std::string weights = "percentile";  // minmax | percentile
   bool gptq = true;                // weight reconstruction (GPTQ) after the fold
+  // Function-preserving channel balancing before quantization (ours, docs/RESULTS.md):
+  //   qk_balance: q channel c *= r_c, k channel c /= r_c (rows of the qkv weight and bias),
+  //               r_c = (max|k_c| / max|q_c|)^alpha, alpha searched on the calibration data
+  //               to minimize the error of the quantized attention logits;
+  //   v_balance:  v channel c /= s_c and column c of proj *= s_c,
+  //               s_c = max|P_c|^alpha / max|Wproj[:,c]|^(1-alpha) (P = proj input),
+  //               alpha searched to minimize the proj output error.
+  // Bias correction (ours, after Nagel et al.'s empirical bias correction): each Linear's mean
+  // output error on the calibration rows, from its quantized input and weights, is subtracted
+  // through its bias (Linears with >= 256 calibration rows: every token-level one, not the head).
+  bool bias_correct = true;
+  bool qk_balance = true;
+  bool v_balance = false;
+  // Mixed precision: activation sites kept at 8 bits whatever abits says. Comma-separated
+  // from: qkv (LN1 output), q, k, v, attn, proj (attention output), fc1 (LN2 output),
+  // fc2 (GELU output), head (final LN output). Empty = none.
+  std::string a8_sites;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
   static Recipe preset(const std::string& method, int wbits, int abits);
   std::string to_json() const;
 };
+
+// Parses Recipe::a8_sites; UsageError naming an unknown site.
+std::set<std::string> parse_a8_sites(const std::string& list);
 
 // Parses "W4A4" (case-insensitive) into bits; UsageError on anything outside W2..8A2..8.
 void parse_bits(const std::string& s, int* wbits, int* abits);

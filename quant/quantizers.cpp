@@ -99,6 +99,33 @@ ActQuant act_percentile(const torch::Tensor& x, int bits, bool wide) {
   return best;
 }
 
+ActQuant act_search(const torch::Tensor& x, int bits, QuantLoss loss, const void* ctx) {
+  torch::Tensor s = std::get<0>(x.reshape({-1, 1}).sort(0));
+  const double mn = s[0].item<double>(), mx = s[-1].item<double>();
+  std::vector<std::pair<double, double>> cand;
+  for (double p : {0.999, 0.9999, 0.99999, 0.99, 0.995, 0.9995, 1.0})
+    cand.emplace_back(quantile_sorted(s, 1 - p).item<double>(), quantile_sorted(s, p).item<double>());
+  for (int i = 0; i <= 15; ++i)
+    for (int j = 0; j <= 15; ++j) cand.emplace_back(mn * (1.0 - 0.05 * i), mx * (1.0 - 0.05 * j));
+  ActQuant best;
+  double best_loss = INFINITY;
+  for (const auto& [lo, hi] : cand) {
+    ActQuant a = act_from_range(lo, hi, bits);
+    double l = loss(fake_quant(x, a), ctx);
+    if (l < best_loss) best_loss = l, best = a;
+  }
+  return best;
+}
+
+double loss_mse_to(const torch::Tensor& xq, const void* ctx) {
+  return (xq - *static_cast<const torch::Tensor*>(ctx)).pow(2).sum().item<double>();
+}
+
+double loss_linear_out(const torch::Tensor& xq, const void* ctx) {
+  const auto* c = static_cast<const LinearLossCtx*>(ctx);
+  return torch::matmul(xq - c->x, c->w.t()).pow(2).sum().item<double>();
+}
+
 // ---- per channel ------------------------------------------------------------------------
 
 torch::Tensor fake_quant_channels(const torch::Tensor& x, const ChannelQuant& q) {

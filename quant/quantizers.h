@@ -17,6 +17,20 @@ ActQuant act_minmax(const at::Tensor& x, int bits);
 // `wide` adds {0.99, 0.995, 0.9995, 1.0} (reparq's recipe).
 ActQuant act_percentile(const at::Tensor& x, int bits, bool wide = false);
 double quant_mse(const at::Tensor& x, const ActQuant& q);
+// Output-aware clip search (ours): candidates are RepQ-ViT's and the wide percentile pairs plus
+// the grid lo = a * min, hi = b * max for a, b in {1, 0.95, ..., 0.25}; keeps the one whose
+// fake-quantized tensor minimizes loss(Q(x)) (e.g. the consuming Linear's output error).
+// The candidate list contains act_percentile's, so it never does worse on the same loss.
+using QuantLoss = double (*)(const at::Tensor& xq, const void* ctx);
+ActQuant act_search(const at::Tensor& x, int bits, QuantLoss loss, const void* ctx);
+// Losses for act_search: plain MSE (ctx unused) and a Linear's output error ||(Q(x) - x) W^T||^2
+// (ctx = LinearLossCtx).
+struct LinearLossCtx {
+  at::Tensor x;   // [n, in] float reference
+  at::Tensor w;   // [out, in]
+};
+double loss_mse_to(const at::Tensor& xq, const void* ctx);      // ctx = const at::Tensor* (reference)
+double loss_linear_out(const at::Tensor& xq, const void* ctx);  // ctx = const LinearLossCtx*
 
 // ---- per-channel quantizers of post-LayerNorm activations (§2.3, §6) -------------------
 // X: [n, C]. scale [C] (float), zero [C] (float holding integers in [0, Q]).

@@ -116,6 +116,7 @@ SiteReport analyze_sites(const Vit& fp, const QuantModel& q, const ImageSet& tra
   const bool reparam = rb("reparam"), fold_head = rb("fold_head");
   const std::string ln_kind = rs("ln_quant", "?") + (reparam ? ", re-parameterized (" + rs("target", "?") + ")" : "");
   const std::string act_kind = rs("act", "?");
+  const bool balanced = rb("qk_balance") || rb("v_balance");
 
   torch::NoGradGuard ng;
   SimModel fsim(fp), qsim(q);
@@ -131,7 +132,14 @@ SiteReport analyze_sites(const Vit& fp, const QuantModel& q, const ImageSet& tra
     qsim.forward(px, [&](int blk, Site s, const torch::Tensor& x) {
       const Key k{blk, s};
       SiteStats& ss = st[k];
-      const torch::Tensor& r = ref.at(k);
+      torch::Tensor r = ref.at(k);
+      // q/k (and v) balancing rescales channels of the qkv output, exactly in real arithmetic;
+      // compare after removing that per-channel scale (least-squares fit on this batch).
+      if (balanced && (s == Site::Q || s == Site::K || s == Site::V || s == Site::QkvOut)) {
+        std::vector<int64_t> dims = s == Site::QkvOut ? std::vector<int64_t>{0, 1} : std::vector<int64_t>{0, 2};
+        torch::Tensor fit = (x * r).sum(dims, true) / (r * r).sum(dims, true).clamp_min(1e-30);
+        r = r * fit;
+      }
       const QBlock* qb = blk >= 0 ? &q.blocks[size_t(blk)] : nullptr;
       const ActQuant* aq = nullptr;
       switch (s) {
@@ -208,7 +216,7 @@ SiteReport analyze_sites(const Vit& fp, const QuantModel& q, const ImageSet& tra
     for (int i = 0; i < 3; ++i) {
       SiteRow row;
       row.site = p + qkv_names[i];
-      row.quantizer = act_kind;
+      row.quantizer = act_kind + (i < 2 && rb("qk_balance") ? ", q/k balanced" : "");
       row.abits = qkv_q[i]->bits;
       row.scales = one_scale(*qkv_q[i]);
       row.lo = -double(qkv_q[i]->zero) * qkv_q[i]->scale;

@@ -137,6 +137,26 @@ TEST(ActQuant, PercentileBeatsMinmaxOnHeavyTails) {
   EXPECT_LE(quant_mse(u, act_percentile(u, 4, true)), quant_mse(u, act_minmax(u, 4)) * (1 + 1e-6));
 }
 
+TEST(ActQuant, SearchNeverWorseThanPercentileAndUsesTheLoss) {
+  torch::manual_seed(4);
+  torch::Tensor x = student(4000, 3).reshape({400, 10});
+  x.index_put_({torch::indexing::Slice(), 3}, x.select(1, 3) * 8);   // one wide channel
+  torch::Tensor w = torch::randn({6, 10}) * 0.2;
+  w.index_put_({torch::indexing::Slice(), 3}, 0.001);                // ... that the consumer ignores
+  LinearLossCtx c{x, w};
+  for (int bits : {3, 4}) {
+    SCOPED_TRACE(bits);
+    // Plain MSE: contains the wide percentile candidates, so never worse on that loss.
+    ActQuant m = act_search(x, bits, loss_mse_to, &x);
+    EXPECT_LE(quant_mse(x, m), quant_mse(x, act_percentile(x, bits, true)) * (1 + 1e-9));
+    // Output-aware: lower output error than the MSE choice, by clipping the ignored channel.
+    ActQuant o = act_search(x, bits, loss_linear_out, &c);
+    double eo = loss_linear_out(fake_quant(x, o), &c), em = loss_linear_out(fake_quant(x, m), &c);
+    EXPECT_LT(eo, em * 0.9);
+    EXPECT_LT(o.scale, m.scale);
+  }
+}
+
 TEST(ActQuant, FromRangeFollowsTheFormula) {
   // scale = (hi - lo) / Q, zero = nearbyint(-lo / scale) clamped to [0, Q].
   ActQuant a = act_from_range(-1.0, 3.0, 4);
