@@ -252,11 +252,13 @@ void tile(const PanelCtx& c, int m0, int b) {
   }
 }
 
-template <Dot D, bool kInt4>
-void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
+// Fills the per-panel constants; returns the number of blocks in the panel. sub_bytes: bytes of
+// one block x k-group in the layout (64 for the Vnni layout, 128 for the MMLA one).
+// offset128: the Sdot correction (a - 128), else the plain one (Widen, Sudot, Mmla).
+inline int init_ctx(PanelCtx& c, const GemmCall& call, int panel_index, int sub_bytes,
+                    bool offset128) {
   const PackedWeights& w = *call.w;
   const GemmArgs& g = *call.args;
-  PanelCtx c;
   c.args = &g;
   c.k = w.k;
   c.n0 = panel_index * w.panel_n;
@@ -264,7 +266,7 @@ void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
   c.rowsum = call.rowsum;
   const int nb = (c.nn + kBlock - 1) / kBlock;
   c.wp = w.data.get() + panel_index * w.panel_bytes;
-  c.group_stride = static_cast<std::int64_t>(nb) * 64;
+  c.group_stride = static_cast<std::int64_t>(nb) * sub_bytes;
   // Wrapping int32 arithmetic, in uint32 (defined overflow).
   const std::uint32_t za = static_cast<std::uint32_t>(g.za);
   const std::uint32_t k = static_cast<std::uint32_t>(w.k);
@@ -273,7 +275,7 @@ void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
     const std::uint32_t zw = valid ? static_cast<std::uint32_t>(w.zw[c.n0 + i]) : 0u;
     const std::uint32_t kc = valid ? static_cast<std::uint32_t>(w.kzw_csum[c.n0 + i]) : 0u;
     std::uint32_t corr;
-    if (D == Dot::Sdot) {
+    if (offset128) {
       corr = 128u * k * zw - (128u - za) * kc;
     } else {
       corr = za * kc;
@@ -283,6 +285,13 @@ void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
     c.scale[i] = valid && g.epilogue != Epilogue::Int32 ? g.sa * g.sw[c.n0 + i] : 0.0f;
     c.bias[i] = valid && g.bias != nullptr ? g.bias[c.n0 + i] : 0.0f;
   }
+  return nb;
+}
+
+template <Dot D, bool kInt4>
+void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
+  PanelCtx c;
+  const int nb = init_ctx(c, call, panel_index, 64, D == Dot::Sdot);
 
   constexpr int kMR = mr_of<D>();
   for (int m0 = m_begin; m0 < m_end; m0 += kMR) {

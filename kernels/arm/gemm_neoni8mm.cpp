@@ -1,6 +1,27 @@
-// gemm_neoni8mm.cpp: gemm_u8s8s32_4x16c4__neoni8mm and gemm_u8s4s32_4x16c8__neoni8mm, mixed-sign
-// dot kernels (ARMv8.6 FEAT_I8MM: SUDOT by element, s8 weights x u8 activations, no offset).
-// Built with -march=armv8.2-a+dotprod+i8mm -ffp-contract=off (this file only).
+// gemm_neoni8mm.cpp: gemm_u8s8s32_4x16c8__neoni8mm_mmla and gemm_u8s4s32_4x16c16__neoni8mm_mmla,
+// matrix-multiply kernels (ARMv8.6 FEAT_I8MM: USMMLA, u8 activations x s8 weights -> s32, no
+// offset). Built with -march=armv8.2-a+dotprod+i8mm -ffp-contract=off (this file only).
+//
+// USMMLA Vd.4S, Vn.16B, Vm.16B: Vn = 2 rows x 8 k of A (u8), Vm = 2 channels x 8 k of W (s8),
+// Vd += the 2x2 product block [r0.c0, r0.c1, r1.c0, r1.c1] (exact int32 sums of 8 products).
+//
+// Layout (gemm.h, "NeonI8mm"): panels of 64 channels = up to 4 blocks of 16; per k-group the
+// panel's blocks one after the other, 128 bytes each; in a block, channel c's 8 bytes at 8c:
+//   int8: group = 8 k, byte 8c+i = W[16b+c][8g+i];
+//   int4: group = 16 k, byte 8c+i = W'[16b+c][16g+i] (low nibble) | W'[16b+c][16g+8+i] (high),
+//         W' = W + 8 in [0, 15] (offset binary, zw' = zw + 8, as in the other layouts).
+// So the 16-byte vector j of a block is channels 2j, 2j+1 x 8 k: USMMLA's Vm as stored (int4:
+// after AND 0x0F for the first 8 k, after USHR #4 for the next 8).
+//
+// A: the micro-tile's rows in pairs; a pair's 8 k are two 8-byte loads into one register (no
+// packed copy of A; an odd row count pairs the last row with itself and drops the copy). The
+// last partial group of k is read from a zero-padded stack copy (never past a row; the weights
+// there are zero anyway). acc = sum a w exactly like SUDOT, so the correction is the plain one
+// of gemm_neon_impl.h: acc + za kzw_csum - zw rowsum(a).
+//
+// Epilogue: accumulator [p][j] holds rows 2p, 2p+1 x channels 2j, 2j+1; the 64-bit halves are
+// un-interleaved (ZIP1/ZIP2 .2D) into 4 vectors of 4 channels per row and go through
+// store_block (gemm_neon_impl.h), the same epilogue code as the other Arm kernels.
 #include "kernels/arm/gemm_neon_impl.h"
 
 #if !defined(__ARM_FEATURE_MATMUL_INT8)
@@ -9,14 +30,122 @@
 
 namespace reparq {
 namespace detail {
+namespace {
+
+static_assert(kMmlaBlock == kBlock && kMmlaBlock * kMmlaPanelBlocks == kPanel,
+              "the MMLA panel shares PanelCtx and store_block with the Vnni-layout kernels");
+
+constexpr int kMmlaMR = 4;  // rows per micro-tile: 2 row pairs x 8 channel pairs = 16 accumulators
+
+// One k-group of P row pairs x one block: int8 = 8 k (one USMMLA per pair and channel pair);
+// int4 = 16 k (the low nibbles with the pairs' first 8 k, the high nibbles with the next 8).
+template <bool kInt4, int P>
+inline void group(int32x4_t (&acc)[P][8], const uint8x16_t (&a)[P], const uint8x16_t (&a_hi)[P],
+                  const std::int8_t* wq) {
+  for (int j = 0; j < 8; ++j) {
+    if constexpr (!kInt4) {
+      const int8x16_t w = vld1q_s8(wq + 16 * j);
+      for (int p = 0; p < P; ++p) acc[p][j] = vusmmlaq_s32(acc[p][j], a[p], w);
+    } else {
+      const uint8x16_t b = vld1q_u8(reinterpret_cast<const std::uint8_t*>(wq) + 16 * j);
+      const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(b, vdupq_n_u8(0x0F)));
+      const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(b, 4));
+      for (int p = 0; p < P; ++p) acc[p][j] = vusmmlaq_s32(acc[p][j], a[p], lo);
+      for (int p = 0; p < P; ++p) acc[p][j] = vusmmlaq_s32(acc[p][j], a_hi[p], hi);
+    }
+  }
+}
+
+// Two rows' 8 bytes at offset `at` as one USMMLA operand.
+inline uint8x16_t pair8(const std::uint8_t* r0, const std::uint8_t* r1, std::int64_t at) {
+  return vcombine_u8(vld1_u8(r0 + at), vld1_u8(r1 + at));
+}
+
+// R rows starting at m0 x block b of the panel: the K loop, the correction, the epilogue.
+template <bool kInt4, int R>
+void tile_mmla(const PanelCtx& c, int m0, int b) {
+  constexpr int P = (R + 1) / 2;
+  constexpr int kGroup = kInt4 ? 16 : 8;
+  const std::int64_t lda = c.args->lda;
+  const std::uint8_t* rows[2 * P];
+  for (int r = 0; r < 2 * P; ++r) {
+    rows[r] = c.args->a + static_cast<std::int64_t>(m0 + std::min(r, R - 1)) * lda;
+  }
+  const std::int64_t gs = c.group_stride;
+  const std::int8_t* wq = c.wp + static_cast<std::int64_t>(b) * 128;
+
+  int32x4_t acc[P][8];
+  for (int p = 0; p < P; ++p)
+    for (int j = 0; j < 8; ++j) acc[p][j] = vdupq_n_s32(0);
+
+  const int full = c.k / kGroup;
+  for (int t = 0; t < full; ++t) {
+    uint8x16_t a[P], a_hi[P];
+    const std::int64_t at = static_cast<std::int64_t>(kGroup) * t;
+    for (int p = 0; p < P; ++p) {
+      a[p] = pair8(rows[2 * p], rows[2 * p + 1], at);
+      if constexpr (kInt4) a_hi[p] = pair8(rows[2 * p], rows[2 * p + 1], at + 8);
+    }
+    group<kInt4, P>(acc, a, a_hi, wq);
+    wq += gs;
+  }
+  const int rest = c.k - kGroup * full;
+  if (rest > 0) {
+    std::uint8_t tail[2 * P][16] = {};
+    uint8x16_t a[P], a_hi[P];
+    const std::int64_t at = static_cast<std::int64_t>(kGroup) * full;
+    for (int r = 0; r < 2 * P; ++r) std::memcpy(tail[r], rows[r] + at, static_cast<std::size_t>(rest));
+    for (int p = 0; p < P; ++p) {
+      a[p] = pair8(tail[2 * p], tail[2 * p + 1], 0);
+      a_hi[p] = pair8(tail[2 * p], tail[2 * p + 1], 8);  // zeros unless int4 with rest > 8
+    }
+    group<kInt4, P>(acc, a, a_hi, wq);
+  }
+
+  const int cb = b * kBlock;
+  const int nvalid = std::min(kBlock, c.nn - cb);
+  for (int r = 0; r < R; ++r) {
+    const int p = r / 2;
+    int32x4_t res[4];
+    for (int q = 0; q < 4; ++q) {
+      const int64x2_t x = vreinterpretq_s64_s32(acc[p][2 * q]);
+      const int64x2_t y = vreinterpretq_s64_s32(acc[p][2 * q + 1]);
+      res[q] = vreinterpretq_s32_s64(r % 2 == 0 ? vzip1q_s64(x, y) : vzip2q_s64(x, y));
+      res[q] = vaddq_s32(res[q], vld1q_s32(c.corr + cb + 4 * q));
+      if (c.rowsum != nullptr) {
+        res[q] = vmlsq_s32(res[q], vld1q_s32(c.zw + cb + 4 * q), vdupq_n_s32(c.rowsum[m0 + r]));
+      }
+    }
+    store_block(c, m0 + r, cb, nvalid, res);
+  }
+}
+
+template <bool kInt4>
+void panel_mmla(const GemmCall& call, int m_begin, int m_end, int panel_index) {
+  PanelCtx c;
+  const int nb = init_ctx(c, call, panel_index, 128, false);
+  for (int m0 = m_begin; m0 < m_end; m0 += kMmlaMR) {
+    const int rows = std::min(kMmlaMR, m_end - m0);
+    for (int b = 0; b < nb; ++b) {
+      switch (rows) {
+        case 1: tile_mmla<kInt4, 1>(c, m0, b); break;
+        case 2: tile_mmla<kInt4, 2>(c, m0, b); break;
+        case 3: tile_mmla<kInt4, 3>(c, m0, b); break;
+        default: tile_mmla<kInt4, kMmlaMR>(c, m0, b); break;
+      }
+    }
+  }
+}
+
+}  // namespace
 
 GemmIsaKernels gemm_kernels_neoni8mm() {
   GemmIsaKernels k;
-  k.panel_int8 = panel<Dot::Sudot, false>;
-  k.panel_int4 = panel<Dot::Sudot, true>;
+  k.panel_int8 = panel_mmla<false>;
+  k.panel_int4 = panel_mmla<true>;
   k.rowsum = rowsum;
-  k.name_int8 = "gemm_u8s8s32_4x16c4__neoni8mm";
-  k.name_int4 = "gemm_u8s4s32_4x16c8__neoni8mm";
+  k.name_int8 = "gemm_u8s8s32_4x16c8__neoni8mm_mmla";
+  k.name_int4 = "gemm_u8s4s32_4x16c16__neoni8mm_mmla";
   return k;
 }
 
