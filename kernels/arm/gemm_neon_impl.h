@@ -170,23 +170,22 @@ inline void store_block(const PanelCtx& c, int m, int cb, int nvalid, const int3
     }
     return;
   }
-  // Uint8: t = y * inv_so, clamped with compares (NaN -> -65536, like the reference), then
-  // FCVTNS (round to nearest, ties to even = nearbyint under the default mode), + zo, clamp.
+  // Uint8: t = y * inv_so, clamped by FMAXNM / FMINNM (IEEE maxNum / minNum return the number
+  // when one operand is a NaN, so NaN -> -65536 as in gemm.h; t is a product, never a
+  // signalling NaN), FCVTNS (round to nearest, ties to even = nearbyint under the default mode),
+  // + zo (no overflow: |t| <= 65536), then the clamp to [0, qmax] by saturating narrowing:
+  // SQXTUN s32 -> u16 (negative -> 0), UQXTN u16 -> u8 (above 255 -> 255), min with qmax.
   const float32x4_t inv = vdupq_n_f32(g.inv_so);
   const float32x4_t lo = vdupq_n_f32(-65536.0f), hi = vdupq_n_f32(65536.0f);
-  const int32x4_t zo = vdupq_n_s32(g.zo), zero = vdupq_n_s32(0);
-  const int32x4_t qmax = vdupq_n_s32((1 << g.out_bits) - 1);
+  const int32x4_t zo = vdupq_n_s32(g.zo);
   uint16x4_t q16[4];
   for (int j = 0; j < 4; ++j) {
-    float32x4_t t = vmulq_f32(y[j], inv);
-    t = vbslq_f32(vcgtq_f32(t, lo), t, lo);
-    t = vbslq_f32(vcltq_f32(t, hi), t, hi);
-    int32x4_t q = vaddq_s32(vcvtnq_s32_f32(t), zo);
-    q = vminq_s32(vmaxq_s32(q, zero), qmax);
-    q16[j] = vmovn_u32(vreinterpretq_u32_s32(q));
+    const float32x4_t t = vminnmq_f32(vmaxnmq_f32(vmulq_f32(y[j], inv), lo), hi);
+    q16[j] = vqmovun_s32(vaddq_s32(vcvtnq_s32_f32(t), zo));
   }
-  const uint8x16_t q8 = vcombine_u8(vmovn_u16(vcombine_u16(q16[0], q16[1])),
-                                    vmovn_u16(vcombine_u16(q16[2], q16[3])));
+  const uint8x16_t q8 = vminq_u8(vcombine_u8(vqmovn_u16(vcombine_u16(q16[0], q16[1])),
+                                             vqmovn_u16(vcombine_u16(q16[2], q16[3]))),
+                                 vdupq_n_u8(static_cast<std::uint8_t>((1 << g.out_bits) - 1)));
   std::uint8_t* o = static_cast<std::uint8_t*>(g.out) + at;
   if (nvalid == kBlock) {
     vst1q_u8(o, q8);
@@ -267,23 +266,33 @@ inline int init_ctx(PanelCtx& c, const GemmCall& call, int panel_index, int sub_
   const int nb = (c.nn + kBlock - 1) / kBlock;
   c.wp = w.data.get() + panel_index * w.panel_bytes;
   c.group_stride = static_cast<std::int64_t>(nb) * sub_bytes;
-  // Wrapping int32 arithmetic, in uint32 (defined overflow).
-  const std::uint32_t za = static_cast<std::uint32_t>(g.za);
-  const std::uint32_t k = static_cast<std::uint32_t>(w.k);
-  for (int i = 0; i < kPanel; ++i) {
-    const bool valid = i < c.nn;
-    const std::uint32_t zw = valid ? static_cast<std::uint32_t>(w.zw[c.n0 + i]) : 0u;
-    const std::uint32_t kc = valid ? static_cast<std::uint32_t>(w.kzw_csum[c.n0 + i]) : 0u;
-    std::uint32_t corr;
-    if (offset128) {
-      corr = 128u * k * zw - (128u - za) * kc;
-    } else {
-      corr = za * kc;
+  // Vectors of 4 channels. zw and kzw_csum are zero-padded to whole panels (PackedWeights), so
+  // the padding channels get corr = zw = 0 without a test. Lane multiplies and adds wrap
+  // modulo 2^32, as the correction requires.
+  const std::int32_t* zwp = w.zw.data() + c.n0;
+  const std::int32_t* kcp = w.kzw_csum.data() + c.n0;
+  const int32x4_t za = vdupq_n_s32(g.za);
+  const int32x4_t k128 = vdupq_n_s32(static_cast<std::int32_t>(128u * static_cast<std::uint32_t>(w.k)));
+  const int32x4_t m128 = vdupq_n_s32(128 - g.za);
+  for (int i = 0; i < kPanel; i += 4) {
+    const int32x4_t zw = vld1q_s32(zwp + i), kc = vld1q_s32(kcp + i);
+    // Sdot: 128 K zw - (128 - za) kzw_csum; the others: za kzw_csum.
+    const int32x4_t corr = offset128 ? vmlsq_s32(vmulq_s32(k128, zw), m128, kc) : vmulq_s32(za, kc);
+    vst1q_s32(c.corr + i, corr);
+    vst1q_s32(c.zw + i, zw);
+  }
+  if (g.epilogue != Epilogue::Int32) {  // scale and bias are read by the other epilogues only
+    const int n4 = c.nn & ~3;
+    const float32x4_t sa = vdupq_n_f32(g.sa);
+    for (int i = 0; i < n4; i += 4) {
+      vst1q_f32(c.scale + i, vmulq_f32(sa, vld1q_f32(g.sw + c.n0 + i)));
+      vst1q_f32(c.bias + i, g.bias != nullptr ? vld1q_f32(g.bias + c.n0 + i) : vdupq_n_f32(0.0f));
     }
-    c.corr[i] = static_cast<std::int32_t>(corr);
-    c.zw[i] = static_cast<std::int32_t>(zw);
-    c.scale[i] = valid && g.epilogue != Epilogue::Int32 ? g.sa * g.sw[c.n0 + i] : 0.0f;
-    c.bias[i] = valid && g.bias != nullptr ? g.bias[c.n0 + i] : 0.0f;
+    for (int i = n4; i < kPanel; ++i) {
+      const bool valid = i < c.nn;
+      c.scale[i] = valid ? g.sa * g.sw[c.n0 + i] : 0.0f;
+      c.bias[i] = valid && g.bias != nullptr ? g.bias[c.n0 + i] : 0.0f;
+    }
   }
   return nb;
 }

@@ -104,9 +104,12 @@ void tile_mmla(const PanelCtx& c, int m0, int b) {
 
   const int cb = b * kBlock;
   const int nvalid = std::min(kBlock, c.nn - cb);
+  // Unrolled, so that acc[p] stays in registers (a runtime p would spill it).
+#pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const int p = r / 2;
     int32x4_t res[4];
+#pragma GCC unroll 4
     for (int q = 0; q < 4; ++q) {
       const int64x2_t x = vreinterpretq_s64_s32(acc[p][2 * q]);
       const int64x2_t y = vreinterpretq_s64_s32(acc[p][2 * q + 1]);
