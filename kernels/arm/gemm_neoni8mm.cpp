@@ -140,10 +140,145 @@ void panel_mmla(const GemmCall& call, int m_begin, int m_end, int panel_index) {
   }
 }
 
+// ---- pack_s8: the vectorized twin of gemm.cpp's generic packer (S8Oct layout) --------------
+// Panel p, k-group g (8 k), block b of the panel's nb blocks: 128 bytes at
+// p * panel_bytes + (g * nb + b) * 128, byte 8c + i = W[16(4p + b) + c][8g + i]; zero padding.
+
+// Rows contiguous (stride_k == 1): each channel's 8 k are 8 consecutive source bytes.
+void pack_rows(const std::int8_t* src, std::int64_t stride_n, int n, int k, std::int8_t* dst,
+               std::int32_t* colsum, std::int64_t panel_bytes, int n_panels) {
+  const int full = k / 8, rest = k - full * 8, n_groups = (k + 7) / 8;
+  const int n_blocks = (n + kBlock - 1) / kBlock;
+  for (int p = 0; p < n_panels; ++p) {
+    const int nb = std::min(kMaxNB, n_blocks - p * kMaxNB);
+    const std::int64_t gs = static_cast<std::int64_t>(nb) * 128;
+    std::int8_t* pb = dst + p * panel_bytes;
+    for (int b = 0; b < nb; ++b) {
+      for (int c = 0; c < kBlock; ++c) {
+        const int i = (p * kMaxNB + b) * kBlock + c;
+        std::int8_t* out = pb + b * 128 + 8 * c;
+        if (i >= n) {  // padding channel
+          for (int g = 0; g < n_groups; ++g) vst1_s8(out + g * gs, vdup_n_s8(0));
+          continue;
+        }
+        const std::int8_t* row = src + i * stride_n;
+        int32x4_t sum = vdupq_n_s32(0);
+        for (int g = 0; g < full; ++g) {
+          const int8x8_t v = vld1_s8(row + 8 * g);
+          vst1_s8(out + g * gs, v);
+          sum = vaddw_s16(sum, vget_low_s16(vpaddlq_s8(vcombine_s8(v, vdup_n_s8(0)))));
+        }
+        if (rest > 0) {
+          std::int8_t t[8] = {};
+          std::memcpy(t, row + 8 * full, static_cast<std::size_t>(rest));
+          const int8x8_t v = vld1_s8(t);
+          vst1_s8(out + full * gs, v);
+          sum = vaddw_s16(sum, vget_low_s16(vpaddlq_s8(vcombine_s8(v, vdup_n_s8(0)))));
+        }
+        colsum[i] = vaddvq_s32(sum);
+      }
+    }
+    // The unused tail of a partial last panel, zeroed so that the bytes equal pack_weights'.
+    const std::int64_t used = static_cast<std::int64_t>(n_groups) * gs;
+    if (used < panel_bytes) std::memset(pb + used, 0, static_cast<std::size_t>(panel_bytes - used));
+  }
+}
+
+// Transposed source (stride_n == 1: W[i][j] = src[j * stride_k + i]): per block and group, the
+// 8 source rows (k) of 16 channels are transposed to 16 channels x 8 k by three rounds of ZIP
+// (bytes, halfwords, words); the column sums come from widening adds of the 8 rows.
+void pack_cols(const std::int8_t* src, std::int64_t stride_k, int n, int k, std::int8_t* dst,
+               std::int32_t* colsum, std::int64_t panel_bytes, int n_panels) {
+  const int n_groups = (k + 7) / 8;
+  const int n_blocks = (n + kBlock - 1) / kBlock;
+  for (int p = 0; p < n_panels; ++p) {
+    const int nb = std::min(kMaxNB, n_blocks - p * kMaxNB);
+    std::int8_t* pb = dst + p * panel_bytes;
+    for (int b = 0; b < nb; ++b) {
+      const int c0 = (p * kMaxNB + b) * kBlock;
+      const int valid = std::min(kBlock, n - c0);
+      int32x4_t sum[4];
+      for (int q = 0; q < 4; ++q) sum[q] = vdupq_n_s32(0);
+      for (int g = 0; g < n_groups; ++g) {
+        int8x16_t r[8];
+        for (int t = 0; t < 8; ++t) {
+          const int kk = 8 * g + t;
+          if (kk >= k) {
+            r[t] = vdupq_n_s8(0);
+          } else if (valid == kBlock) {
+            r[t] = vld1q_s8(src + kk * stride_k + c0);
+          } else {  // partial block: never read past the row's n channels
+            std::int8_t tmp[kBlock] = {};
+            std::memcpy(tmp, src + kk * stride_k + c0, static_cast<std::size_t>(valid));
+            r[t] = vld1q_s8(tmp);
+          }
+        }
+        // Round 1: bytes of rows 2u, 2u+1 interleaved: z[u] channels 0..7, z[4+u] 8..15.
+        int8x16_t z[8];
+        for (int u = 0; u < 4; ++u) {
+          z[u] = vzip1q_s8(r[2 * u], r[2 * u + 1]);
+          z[4 + u] = vzip2q_s8(r[2 * u], r[2 * u + 1]);
+        }
+        // Round 2: halfwords: h[4h + v] holds 4 channels x k 0..3 (v even) or k 4..7 (v odd).
+        int16x8_t h[8];
+        for (int half = 0; half < 2; ++half) {
+          const int16x8_t a0 = vreinterpretq_s16_s8(z[4 * half]), a1 = vreinterpretq_s16_s8(z[4 * half + 1]);
+          const int16x8_t a2 = vreinterpretq_s16_s8(z[4 * half + 2]), a3 = vreinterpretq_s16_s8(z[4 * half + 3]);
+          h[4 * half + 0] = vzip1q_s16(a0, a1);  // channels 8half + 0..3, k 0..3
+          h[4 * half + 1] = vzip1q_s16(a2, a3);  // channels 8half + 0..3, k 4..7
+          h[4 * half + 2] = vzip2q_s16(a0, a1);  // channels 8half + 4..7, k 0..3
+          h[4 * half + 3] = vzip2q_s16(a2, a3);  // channels 8half + 4..7, k 4..7
+        }
+        // Round 3: words: each output vector = 2 channels x 8 k.
+        std::int8_t* out = pb + (static_cast<std::int64_t>(g) * nb + b) * 128;
+        for (int quad = 0; quad < 4; ++quad) {  // channels 4quad .. 4quad+3
+          const int32x4_t lo = vreinterpretq_s32_s16(h[2 * quad]);
+          const int32x4_t hi = vreinterpretq_s32_s16(h[2 * quad + 1]);
+          vst1q_s8(out + 32 * quad, vreinterpretq_s8_s32(vzip1q_s32(lo, hi)));
+          vst1q_s8(out + 32 * quad + 16, vreinterpretq_s8_s32(vzip2q_s32(lo, hi)));
+        }
+        // Column sums: 8 rows in s16 (|sum| <= 1024), then into the s32 totals.
+        int16x8_t s_lo = vaddl_s8(vget_low_s8(r[0]), vget_low_s8(r[1]));
+        int16x8_t s_hi = vaddl_high_s8(r[0], r[1]);
+        for (int t = 2; t < 8; ++t) {
+          s_lo = vaddw_s8(s_lo, vget_low_s8(r[t]));
+          s_hi = vaddw_high_s8(s_hi, r[t]);
+        }
+        sum[0] = vaddw_s16(sum[0], vget_low_s16(s_lo));
+        sum[1] = vaddw_high_s16(sum[1], s_lo);
+        sum[2] = vaddw_s16(sum[2], vget_low_s16(s_hi));
+        sum[3] = vaddw_high_s16(sum[3], s_hi);
+      }
+      std::int32_t cs[kBlock];
+      for (int q = 0; q < 4; ++q) vst1q_s32(cs + 4 * q, sum[q]);
+      std::memcpy(colsum + c0, cs, sizeof(std::int32_t) * static_cast<std::size_t>(valid));
+    }
+    const std::int64_t used = static_cast<std::int64_t>(n_groups) * nb * 128;
+    if (used < panel_bytes) std::memset(pb + used, 0, static_cast<std::size_t>(panel_bytes - used));
+  }
+}
+
+bool pack_s8(const std::int8_t* src, std::int64_t stride_n, std::int64_t stride_k, int n, int k,
+             std::int8_t* dst, std::int32_t* colsum) {
+  const int n_groups = (k + 7) / 8;
+  const int n_panels = (n + kMaxNB * kBlock - 1) / (kMaxNB * kBlock);
+  const std::int64_t panel_bytes = static_cast<std::int64_t>(n_groups) * kMaxNB * 128;
+  if (stride_k == 1) {
+    pack_rows(src, stride_n, n, k, dst, colsum, panel_bytes, n_panels);
+    return true;
+  }
+  if (stride_n == 1) {
+    pack_cols(src, stride_k, n, k, dst, colsum, panel_bytes, n_panels);
+    return true;
+  }
+  return false;
+}
+
 }  // namespace
 
 GemmIsaKernels gemm_kernels_neoni8mm() {
   GemmIsaKernels k;
+  k.pack_s8 = pack_s8;
   k.panel_int8 = panel_mmla<false>;
   k.panel_int4 = panel_mmla<true>;
   k.rowsum = rowsum;
