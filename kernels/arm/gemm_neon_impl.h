@@ -1,11 +1,13 @@
 // gemm_neon_impl.h: the one source of the Arm64 GEMM kernels (gemm.h's definition, u8 x s8/s4
 // -> s32 / f32 / u8). Included by kernels/arm/gemm_neon.cpp, gemm_neondot.cpp and
-// gemm_neoni8mm.cpp, each compiled with its own -march flags and -ffp-contract=off; each
-// picks one way to form the dot products (Dot below). Everything here lives in an anonymous
+// gemm_neoni8mm.cpp, each compiled with its own -march flags and -ffp-contract=off. Neon and
+// NeonDot run the tile below, each with its way to form the dot products (Dot below);
+// NeonI8mm (USMMLA, its own layout and tile in gemm_neoni8mm.cpp) shares PanelCtx, init_ctx,
+// store_block (the epilogues) and rowsum. Everything here lives in an anonymous
 // namespace so that no inline function is shared by the linker between builds with different
 // flags (practice 5). No include guard on purpose: one inclusion per translation unit.
 //
-// Layout (gemm.h, "Neon, NeonDot, NeonI8mm"): the Avx512Vnni layout. Panels of 64 channels =
+// Layout (gemm.h, "Neon, NeonDot"): the Avx512Vnni layout. Panels of 64 channels =
 // up to 4 blocks of 16; per k-group the panel's blocks one after the other, 64 bytes each,
 // byte 4c+i = W[16b+c][4g+i] (int8), or W'[..][8g+i] in the low nibble and W'[..][8g+4+i] in
 // the high nibble with W' = W + 8 (int4). One 16-byte vector j of a block therefore holds
@@ -18,11 +20,9 @@
 //       channel are added at the end.               acc = sum a w
 //   Sdot (FEAT_DotProd): no u8 x s8 instruction, so a is offset to s8: a' = a - 128 (an XOR
 //       with 0x80), SDOT a' x w.                     acc = sum a w - 128 colsum(w)
-//   Sudot (FEAT_I8MM): SUDOT by element, s8 weights x u8 activations, directly.
-//                                                    acc = sum a w
 // Correction (kzw_csum = K zw - colsum, PackedWeights):
 //   sum (a - za)(w - zw) = sum a w - za colsum - zw rowsum(a) + K za zw
-//                        = sum a w + za kzw_csum - zw rowsum(a)                    (Widen, Sudot)
+//                        = sum a w + za kzw_csum - zw rowsum(a)                    (Widen; Mmla)
 //                        = acc + 128 colsum + za kzw_csum - zw rowsum(a)
 //                        = acc + 128 K zw - (128 - za) kzw_csum - zw rowsum(a)     (Sdot)
 // The K tail: weights are zero-padded to whole groups, and the last partial 16 k of A are read
@@ -40,7 +40,7 @@ namespace reparq {
 namespace detail {
 namespace {
 
-enum class Dot { Widen, Sdot, Sudot };
+enum class Dot { Widen, Sdot };
 
 constexpr int kBlock = kNeonBlock;         // 16 channels = 4 vectors of 4
 constexpr int kMaxNB = kNeonPanelBlocks;   // blocks per panel
@@ -84,17 +84,12 @@ inline void step(int32x4_t (&acc)[R][accs_of<D>()], const uint8x16_t (&a)[R], co
         acc[r][2 * j + 1] = vpadalq_s16(acc[r][2 * j + 1], vmulq_s16(hi, a16[r]));
       }
     }
-  } else if constexpr (D == Dot::Sdot) {
+  } else {
 #if defined(__ARM_FEATURE_DOTPROD)
     for (int r = 0; r < R; ++r) {
       const int8x16_t as = vreinterpretq_s8_u8(veorq_u8(a[r], vdupq_n_u8(0x80)));  // a - 128
       for (int j = 0; j < 4; ++j) acc[r][j] = vdotq_laneq_s32(acc[r][j], w[j], as, L);
     }
-#endif
-  } else {
-#if defined(__ARM_FEATURE_MATMUL_INT8)
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < 4; ++j) acc[r][j] = vsudotq_laneq_s32(acc[r][j], w[j], a[r], L);
 #endif
   }
 }
@@ -253,7 +248,7 @@ void tile(const PanelCtx& c, int m0, int b) {
 
 // Fills the per-panel constants; returns the number of blocks in the panel. sub_bytes: bytes of
 // one block x k-group in the layout (64 for the Vnni layout, 128 for the MMLA one).
-// offset128: the Sdot correction (a - 128), else the plain one (Widen, Sudot, Mmla).
+// offset128: the Sdot correction (a - 128), else the plain one (Widen, Mmla).
 inline int init_ctx(PanelCtx& c, const GemmCall& call, int panel_index, int sub_bytes,
                     bool offset128) {
   const PackedWeights& w = *call.w;
