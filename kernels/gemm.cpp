@@ -77,14 +77,26 @@ struct Layout {
   int panel_blocks = 0;  // blocks per panel
   int k_group = 0;       // k per group
   int sub_bytes = 0;     // bytes of one block x group
-  enum Kind { S8Quad, I16Quad, Nib8 } kind = S8Quad;
+  // S8Quad / I16Quad / Nib8: 4 k per channel and sub-element (Nib8: + 4 more in the high
+  // nibbles); S8Oct / Nib16: 8 k per channel (Nib16: + 8 more in the high nibbles).
+  enum Kind { S8Quad, I16Quad, Nib8, S8Oct, Nib16 } kind = S8Quad;
 };
 
 Layout layout_for(Isa isa, int bits) {
   Layout l;
 #if defined(REPARQ_HAVE_ARM_KERNELS)
+  // Arm64 NeonI8mm (USMMLA, kernels/arm/gemm_neoni8mm.cpp): 16 channels x 8 k per 128 bytes
+  // (int4: x 16 k, two nibbles per byte), channel c's bytes at 8c.
+  if (isa == Isa::NeonI8mm) {
+    l.block = detail::kMmlaBlock;
+    l.panel_blocks = detail::kMmlaPanelBlocks;
+    l.k_group = bits == 8 ? 8 : 16;
+    l.sub_bytes = 128;
+    l.kind = bits == 8 ? Layout::S8Oct : Layout::Nib16;
+    return l;
+  }
   // Arm64 (kernels/arm/gemm_neon_impl.h): the Avx512Vnni layout, 16 channels x 4 k per 64 bytes.
-  if (isa == Isa::Neon || isa == Isa::NeonDot || isa == Isa::NeonI8mm) {
+  if (isa == Isa::Neon || isa == Isa::NeonDot) {
     l.block = detail::kNeonBlock;
     l.panel_blocks = detail::kNeonPanelBlocks;
     l.k_group = bits == 8 ? 4 : 8;
@@ -244,6 +256,17 @@ void pack_into(PackedWeights& p, Value value, int n, int k, int bits, const std:
         std::int8_t* sub = panel_base + (static_cast<std::int64_t>(g) * nb + b) * l.sub_bytes;
         const int n0 = (first_block + b) * l.block;
         const int k0 = g * l.k_group;
+        if (l.kind == Layout::S8Oct || l.kind == Layout::Nib16) {
+          for (int c = 0; c < l.block; ++c) {
+            for (int i = 0; i < 8; ++i) {
+              const int v = l.kind == Layout::S8Oct
+                                ? stored(n0 + c, k0 + i)
+                                : stored(n0 + c, k0 + i) | (stored(n0 + c, k0 + 8 + i) << 4);
+              sub[c * 8 + i] = static_cast<std::int8_t>(v);
+            }
+          }
+          continue;
+        }
         for (int c = 0; c < l.block; ++c) {
           for (int i = 0; i < 4; ++i) {
             switch (l.kind) {
@@ -260,6 +283,8 @@ void pack_into(PackedWeights& p, Value value, int n, int k, int bits, const std:
                 sub[c * 4 + i] = static_cast<std::int8_t>(lo4 | (hi4 << 4));
                 break;
               }
+              default:
+                break;  // S8Oct, Nib16: handled above
             }
           }
         }

@@ -83,11 +83,18 @@ struct PackedWeights {
   //   Avx2:        panels of 16 channels = up to 2 blocks of 8; per k-group of 4, per block
   //                int8: 64 bytes of int16: [k pair 0..1 of 8 channels][k pair 2..3];
   //                int4: group = 8 k, 32 bytes, like Avx512Vnni with 8 channels.
-  //   Neon, NeonDot, NeonI8mm (Arm64, kernels/arm/gemm_neon_impl.h): the Avx512Vnni layout
-  //                (panels of 64 channels, blocks of 16, byte 4c+i; int4 offset nibbles as
-  //                there). Each 16-byte quarter of a block is 4 channels x 4 k: one int32 lane
-  //                per channel for SDOT / SUDOT by element, or two s16 pairs per channel for the
-  //                plain NEON widening kernel.
+  //   Neon, NeonDot (Arm64, kernels/arm/gemm_neon_impl.h): the Avx512Vnni layout (panels of
+  //                64 channels, blocks of 16, byte 4c+i; int4 offset nibbles as there). Each
+  //                16-byte quarter of a block is 4 channels x 4 k: one int32 lane per channel
+  //                for SDOT by element, or two s16 pairs per channel for the plain NEON
+  //                widening kernel.
+  //   NeonI8mm (Arm64 USMMLA, kernels/arm/gemm_neoni8mm.cpp): panels of 64 channels = up to 4
+  //                blocks of 16; per k-group, the blocks of the panel one after the other,
+  //                128 bytes each, channel c of the block at bytes 8c..8c+7:
+  //                int8: group = 8 k; byte 8c+i = W[16b+c][8g+i].
+  //                int4: group = 16 k; byte 8c+i holds W'[..][16g+i] low, W'[..][16g+8+i] high
+  //                      (W' = W + 8, offset binary as above).
+  //                Each 16-byte vector of a block is 2 channels x 8 k: USMMLA's second operand.
   //   K is zero-padded to whole groups, N to whole blocks.
   struct AlignedFree {
     void operator()(void* p) const;

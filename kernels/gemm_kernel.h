@@ -50,6 +50,7 @@ constexpr int kVnniBlock = 16, kVnniPanelBlocks = 4;  // 64 channels per panel
 constexpr int kAvx2Block = 8, kAvx2PanelBlocks = 2;   // 16 channels per panel
 constexpr int kScalarPanel = 16;
 constexpr int kNeonBlock = 16, kNeonPanelBlocks = 4;  // Arm: 64 channels per panel (Vnni layout)
+constexpr int kMmlaBlock = 16, kMmlaPanelBlocks = 4;  // Arm NeonI8mm: 64 channels, 8 k per group
 
 }  // namespace detail
 }  // namespace reparq

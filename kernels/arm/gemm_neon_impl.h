@@ -1,11 +1,13 @@
 // gemm_neon_impl.h: the one source of the Arm64 GEMM kernels (gemm.h's definition, u8 x s8/s4
 // -> s32 / f32 / u8). Included by kernels/arm/gemm_neon.cpp, gemm_neondot.cpp and
-// gemm_neoni8mm.cpp, each compiled with its own -march flags and -ffp-contract=off; each
-// picks one way to form the dot products (Dot below). Everything here lives in an anonymous
+// gemm_neoni8mm.cpp, each compiled with its own -march flags and -ffp-contract=off. Neon and
+// NeonDot run the tile below, each with its way to form the dot products (Dot below);
+// NeonI8mm (USMMLA, its own layout and tile in gemm_neoni8mm.cpp) shares PanelCtx, init_ctx,
+// store_block (the epilogues) and rowsum. Everything here lives in an anonymous
 // namespace so that no inline function is shared by the linker between builds with different
 // flags (practice 5). No include guard on purpose: one inclusion per translation unit.
 //
-// Layout (gemm.h, "Neon, NeonDot, NeonI8mm"): the Avx512Vnni layout. Panels of 64 channels =
+// Layout (gemm.h, "Neon, NeonDot"): the Avx512Vnni layout. Panels of 64 channels =
 // up to 4 blocks of 16; per k-group the panel's blocks one after the other, 64 bytes each,
 // byte 4c+i = W[16b+c][4g+i] (int8), or W'[..][8g+i] in the low nibble and W'[..][8g+4+i] in
 // the high nibble with W' = W + 8 (int4). One 16-byte vector j of a block therefore holds
@@ -18,11 +20,9 @@
 //       channel are added at the end.               acc = sum a w
 //   Sdot (FEAT_DotProd): no u8 x s8 instruction, so a is offset to s8: a' = a - 128 (an XOR
 //       with 0x80), SDOT a' x w.                     acc = sum a w - 128 colsum(w)
-//   Sudot (FEAT_I8MM): SUDOT by element, s8 weights x u8 activations, directly.
-//                                                    acc = sum a w
 // Correction (kzw_csum = K zw - colsum, PackedWeights):
 //   sum (a - za)(w - zw) = sum a w - za colsum - zw rowsum(a) + K za zw
-//                        = sum a w + za kzw_csum - zw rowsum(a)                    (Widen, Sudot)
+//                        = sum a w + za kzw_csum - zw rowsum(a)                    (Widen; Mmla)
 //                        = acc + 128 colsum + za kzw_csum - zw rowsum(a)
 //                        = acc + 128 K zw - (128 - za) kzw_csum - zw rowsum(a)     (Sdot)
 // The K tail: weights are zero-padded to whole groups, and the last partial 16 k of A are read
@@ -40,7 +40,7 @@ namespace reparq {
 namespace detail {
 namespace {
 
-enum class Dot { Widen, Sdot, Sudot };
+enum class Dot { Widen, Sdot };
 
 constexpr int kBlock = kNeonBlock;         // 16 channels = 4 vectors of 4
 constexpr int kMaxNB = kNeonPanelBlocks;   // blocks per panel
@@ -84,17 +84,12 @@ inline void step(int32x4_t (&acc)[R][accs_of<D>()], const uint8x16_t (&a)[R], co
         acc[r][2 * j + 1] = vpadalq_s16(acc[r][2 * j + 1], vmulq_s16(hi, a16[r]));
       }
     }
-  } else if constexpr (D == Dot::Sdot) {
+  } else {
 #if defined(__ARM_FEATURE_DOTPROD)
     for (int r = 0; r < R; ++r) {
       const int8x16_t as = vreinterpretq_s8_u8(veorq_u8(a[r], vdupq_n_u8(0x80)));  // a - 128
       for (int j = 0; j < 4; ++j) acc[r][j] = vdotq_laneq_s32(acc[r][j], w[j], as, L);
     }
-#endif
-  } else {
-#if defined(__ARM_FEATURE_MATMUL_INT8)
-    for (int r = 0; r < R; ++r)
-      for (int j = 0; j < 4; ++j) acc[r][j] = vsudotq_laneq_s32(acc[r][j], w[j], a[r], L);
 #endif
   }
 }
@@ -170,23 +165,22 @@ inline void store_block(const PanelCtx& c, int m, int cb, int nvalid, const int3
     }
     return;
   }
-  // Uint8: t = y * inv_so, clamped with compares (NaN -> -65536, like the reference), then
-  // FCVTNS (round to nearest, ties to even = nearbyint under the default mode), + zo, clamp.
+  // Uint8: t = y * inv_so, clamped by FMAXNM / FMINNM (IEEE maxNum / minNum return the number
+  // when one operand is a NaN, so NaN -> -65536 as in gemm.h; t is a product, never a
+  // signalling NaN), FCVTNS (round to nearest, ties to even = nearbyint under the default mode),
+  // + zo (no overflow: |t| <= 65536), then the clamp to [0, qmax] by saturating narrowing:
+  // SQXTUN s32 -> u16 (negative -> 0), UQXTN u16 -> u8 (above 255 -> 255), min with qmax.
   const float32x4_t inv = vdupq_n_f32(g.inv_so);
   const float32x4_t lo = vdupq_n_f32(-65536.0f), hi = vdupq_n_f32(65536.0f);
-  const int32x4_t zo = vdupq_n_s32(g.zo), zero = vdupq_n_s32(0);
-  const int32x4_t qmax = vdupq_n_s32((1 << g.out_bits) - 1);
+  const int32x4_t zo = vdupq_n_s32(g.zo);
   uint16x4_t q16[4];
   for (int j = 0; j < 4; ++j) {
-    float32x4_t t = vmulq_f32(y[j], inv);
-    t = vbslq_f32(vcgtq_f32(t, lo), t, lo);
-    t = vbslq_f32(vcltq_f32(t, hi), t, hi);
-    int32x4_t q = vaddq_s32(vcvtnq_s32_f32(t), zo);
-    q = vminq_s32(vmaxq_s32(q, zero), qmax);
-    q16[j] = vmovn_u32(vreinterpretq_u32_s32(q));
+    const float32x4_t t = vminnmq_f32(vmaxnmq_f32(vmulq_f32(y[j], inv), lo), hi);
+    q16[j] = vqmovun_s32(vaddq_s32(vcvtnq_s32_f32(t), zo));
   }
-  const uint8x16_t q8 = vcombine_u8(vmovn_u16(vcombine_u16(q16[0], q16[1])),
-                                    vmovn_u16(vcombine_u16(q16[2], q16[3])));
+  const uint8x16_t q8 = vminq_u8(vcombine_u8(vqmovn_u16(vcombine_u16(q16[0], q16[1])),
+                                             vqmovn_u16(vcombine_u16(q16[2], q16[3]))),
+                                 vdupq_n_u8(static_cast<std::uint8_t>((1 << g.out_bits) - 1)));
   std::uint8_t* o = static_cast<std::uint8_t*>(g.out) + at;
   if (nvalid == kBlock) {
     vst1q_u8(o, q8);
@@ -252,11 +246,13 @@ void tile(const PanelCtx& c, int m0, int b) {
   }
 }
 
-template <Dot D, bool kInt4>
-void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
+// Fills the per-panel constants; returns the number of blocks in the panel. sub_bytes: bytes of
+// one block x k-group in the layout (64 for the Vnni layout, 128 for the MMLA one).
+// offset128: the Sdot correction (a - 128), else the plain one (Widen, Mmla).
+inline int init_ctx(PanelCtx& c, const GemmCall& call, int panel_index, int sub_bytes,
+                    bool offset128) {
   const PackedWeights& w = *call.w;
   const GemmArgs& g = *call.args;
-  PanelCtx c;
   c.args = &g;
   c.k = w.k;
   c.n0 = panel_index * w.panel_n;
@@ -264,25 +260,42 @@ void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
   c.rowsum = call.rowsum;
   const int nb = (c.nn + kBlock - 1) / kBlock;
   c.wp = w.data.get() + panel_index * w.panel_bytes;
-  c.group_stride = static_cast<std::int64_t>(nb) * 64;
-  // Wrapping int32 arithmetic, in uint32 (defined overflow).
-  const std::uint32_t za = static_cast<std::uint32_t>(g.za);
-  const std::uint32_t k = static_cast<std::uint32_t>(w.k);
-  for (int i = 0; i < kPanel; ++i) {
-    const bool valid = i < c.nn;
-    const std::uint32_t zw = valid ? static_cast<std::uint32_t>(w.zw[c.n0 + i]) : 0u;
-    const std::uint32_t kc = valid ? static_cast<std::uint32_t>(w.kzw_csum[c.n0 + i]) : 0u;
-    std::uint32_t corr;
-    if (D == Dot::Sdot) {
-      corr = 128u * k * zw - (128u - za) * kc;
-    } else {
-      corr = za * kc;
-    }
-    c.corr[i] = static_cast<std::int32_t>(corr);
-    c.zw[i] = static_cast<std::int32_t>(zw);
-    c.scale[i] = valid && g.epilogue != Epilogue::Int32 ? g.sa * g.sw[c.n0 + i] : 0.0f;
-    c.bias[i] = valid && g.bias != nullptr ? g.bias[c.n0 + i] : 0.0f;
+  c.group_stride = static_cast<std::int64_t>(nb) * sub_bytes;
+  // Vectors of 4 channels. zw and kzw_csum are zero-padded to whole panels (PackedWeights), so
+  // the padding channels get corr = zw = 0 without a test. Lane multiplies and adds wrap
+  // modulo 2^32, as the correction requires.
+  const std::int32_t* zwp = w.zw.data() + c.n0;
+  const std::int32_t* kcp = w.kzw_csum.data() + c.n0;
+  const int32x4_t za = vdupq_n_s32(g.za);
+  const int32x4_t k128 = vdupq_n_s32(static_cast<std::int32_t>(128u * static_cast<std::uint32_t>(w.k)));
+  const int32x4_t m128 = vdupq_n_s32(128 - g.za);
+  for (int i = 0; i < kPanel; i += 4) {
+    const int32x4_t zw = vld1q_s32(zwp + i), kc = vld1q_s32(kcp + i);
+    // Sdot: 128 K zw - (128 - za) kzw_csum; the others: za kzw_csum.
+    const int32x4_t corr = offset128 ? vmlsq_s32(vmulq_s32(k128, zw), m128, kc) : vmulq_s32(za, kc);
+    vst1q_s32(c.corr + i, corr);
+    vst1q_s32(c.zw + i, zw);
   }
+  if (g.epilogue != Epilogue::Int32) {  // scale and bias are read by the other epilogues only
+    const int n4 = c.nn & ~3;
+    const float32x4_t sa = vdupq_n_f32(g.sa);
+    for (int i = 0; i < n4; i += 4) {
+      vst1q_f32(c.scale + i, vmulq_f32(sa, vld1q_f32(g.sw + c.n0 + i)));
+      vst1q_f32(c.bias + i, g.bias != nullptr ? vld1q_f32(g.bias + c.n0 + i) : vdupq_n_f32(0.0f));
+    }
+    for (int i = n4; i < kPanel; ++i) {
+      const bool valid = i < c.nn;
+      c.scale[i] = valid ? g.sa * g.sw[c.n0 + i] : 0.0f;
+      c.bias[i] = valid && g.bias != nullptr ? g.bias[c.n0 + i] : 0.0f;
+    }
+  }
+  return nb;
+}
+
+template <Dot D, bool kInt4>
+void panel(const GemmCall& call, int m_begin, int m_end, int panel_index) {
+  PanelCtx c;
+  const int nb = init_ctx(c, call, panel_index, 64, D == Dot::Sdot);
 
   constexpr int kMR = mr_of<D>();
   for (int m0 = m_begin; m0 < m_end; m0 += kMR) {
