@@ -102,18 +102,29 @@ ActQuant act_percentile(const torch::Tensor& x, int bits, bool wide) {
 ActQuant act_search(const torch::Tensor& x, int bits, QuantLoss loss, const void* ctx) {
   torch::Tensor s = std::get<0>(x.reshape({-1, 1}).sort(0));
   const double mn = s[0].item<double>(), mx = s[-1].item<double>();
-  std::vector<std::pair<double, double>> cand;
-  for (double p : {0.999, 0.9999, 0.99999, 0.99, 0.995, 0.9995, 1.0})
-    cand.emplace_back(quantile_sorted(s, 1 - p).item<double>(), quantile_sorted(s, p).item<double>());
-  for (int i = 0; i <= 15; ++i)
-    for (int j = 0; j <= 15; ++j) cand.emplace_back(mn * (1.0 - 0.05 * i), mx * (1.0 - 0.05 * j));
   ActQuant best;
   double best_loss = INFINITY;
-  for (const auto& [lo, hi] : cand) {
+  auto eval = [&](double lo, double hi) {
     ActQuant a = act_from_range(lo, hi, bits);
     double l = loss(fake_quant(x, a), ctx);
     if (l < best_loss) best_loss = l, best = a;
-  }
+    return l;
+  };
+  for (double p : {0.999, 0.9999, 0.99999, 0.99, 0.995, 0.9995, 1.0})
+    eval(quantile_sorted(s, 1 - p).item<double>(), quantile_sorted(s, p).item<double>());
+  // Coarse grid of (a, b) in {1, 0.85, ..., 0.25}^2, then steps of 0.05 around its best.
+  double ga = 1, gb = 1, gl = INFINITY;
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j < 6; ++j) {
+      const double a = 1.0 - 0.15 * i, b = 1.0 - 0.15 * j;
+      const double l = eval(mn * a, mx * b);
+      if (l < gl) gl = l, ga = a, gb = b;
+    }
+  for (int i = -2; i <= 2; ++i)
+    for (int j = -2; j <= 2; ++j) {
+      const double a = ga + 0.05 * i, b = gb + 0.05 * j;
+      if ((i || j) && a > 0.1 && a <= 1.0 + 1e-9 && b > 0.1 && b <= 1.0 + 1e-9) eval(mn * a, mx * b);
+    }
   return best;
 }
 

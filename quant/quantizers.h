@@ -18,7 +18,8 @@ ActQuant act_minmax(const at::Tensor& x, int bits);
 ActQuant act_percentile(const at::Tensor& x, int bits, bool wide = false);
 double quant_mse(const at::Tensor& x, const ActQuant& q);
 // Output-aware clip search (ours): candidates are RepQ-ViT's and the wide percentile pairs plus
-// the grid lo = a * min, hi = b * max for a, b in {1, 0.95, ..., 0.25}; keeps the one whose
+// the grid lo = a * min, hi = b * max for a, b in {1, 0.85, ..., 0.25}, refined by steps of 0.05
+// around the best grid point; keeps the one whose
 // fake-quantized tensor minimizes loss(Q(x)) (e.g. the consuming Linear's output error).
 // The candidate list contains act_percentile's, so it never does worse on the same loss.
 using QuantLoss = double (*)(const at::Tensor& xq, const void* ctx);
