@@ -142,7 +142,7 @@ class Pipeline {
       // q, k, v (per tensor)
       {
         auto caps = capture_many(b, {Site::Q, Site::K, Site::V, Site::Attn});
-        if (r_.act == "search" && bits("q") <= kMaxSearchBits) {
+        if (r_.act == "search") {   // (act_quant itself falls back to percentile above 5 bits)
           // q against float k, then k against quantized q: the softmax output's error; v: the
           // attention output's error A (v^ - v).
           AttnLossCtx c{caps[1], caps[3], 1.0f / std::sqrt(float(caps[0].size(-1))), true};
