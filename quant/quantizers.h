@@ -24,7 +24,7 @@ double quant_mse(const at::Tensor& x, const ActQuant& q);
 // The candidate list contains act_percentile's, so it never does worse on the same loss.
 using QuantLoss = double (*)(const at::Tensor& xq, const void* ctx);
 ActQuant act_search(const at::Tensor& x, int bits, QuantLoss loss, const void* ctx);
-// Losses for act_search: plain MSE (ctx unused) and a Linear's output error ||(Q(x) - x) W^T||^2
+// Losses for act_search: squared error against a reference (ctx = that tensor) and a Linear's output error ||(Q(x) - x) W^T||^2
 // (ctx = LinearLossCtx).
 struct LinearLossCtx {
   at::Tensor x;   // [n, in] float reference
