@@ -178,6 +178,8 @@ int run_ablate(AblateArgs& a) {
                      [](Recipe& r) { r.qk_balance = !r.qk_balance; }});
     comps.push_back({base.v_balance ? "no v/proj balancing" : "with v/proj balancing",
                      [](Recipe& r) { r.v_balance = !r.v_balance; }});
+    comps.push_back({base.recon_iters > 0 ? "no block reconstruction" : "with block reconstruction (200 steps)",
+                     [](Recipe& r) { r.recon_iters = r.recon_iters > 0 ? 0 : 200; }});
     for (auto& v : vars) {
       md << "\n## " << v.name << ": components at W4A4 (reparq recipe, one change per row)\n\n| variant | top-1 % (vs FP32) |\n|---|---|\n";
       for (auto& c : comps) {

@@ -28,6 +28,7 @@ struct TrainArgs {
   double mlp_ratio = 4.0;
   TrainOptions opt;
   std::string init;                       // continue from this float checkpoint
+  std::string hard_stress;                // "CxK": hard outlier stress applied to --init first
   std::vector<CLI::Option*> arch_options;  // must not be given together with --init
 };
 
@@ -44,8 +45,17 @@ int run_train(TrainArgs& a) {
     std::string dir = data_dir(a.c.data_dir);
     ImageSet tr = load_fashion_mnist(dir, true), te = load_fashion_mnist(dir, false);
     Vit m = Vit::load(a.init);
+    if (!a.hard_stress.empty()) {
+      long long ch = 0;
+      double k = 0;
+      char tail = 0;
+      if (std::sscanf(a.hard_stress.c_str(), "%lldx%lf%c", &ch, &k, &tail) != 2 || ch <= 0 || !(k > 1))
+        throw UsageError("--hard-stress '" + a.hard_stress + "': expected CHANNELSxFACTOR, e.g. 4x10 (factor > 1)");
+      m = stress_outliers(m, ch, k, 1234, /*compensate=*/false);
+    }
     return report_training(a, train(m, tr, te, a.opt));
   }
+  if (!a.hard_stress.empty()) throw UsageError("--hard-stress needs --init (it stresses a trained model)");
   if (!(a.mlp_ratio > 0)) throw UsageError("--mlp-ratio must be positive");
   a.cfg.mlp_hidden = static_cast<int64_t>(double(a.cfg.dim) * a.mlp_ratio + 0.5);
   a.cfg.validate();
@@ -240,6 +250,9 @@ void add_model_commands(CLI::App& app, CommandList& cmds) {
       tr->add_option("--heads", ta.cfg.heads, "Attention heads")->capture_default_str(),
       tr->add_option("--mlp-ratio", ta.mlp_ratio, "MLP hidden width / dim")->capture_default_str(),
       tr->add_option("--patch", ta.cfg.patch, "Patch size")->capture_default_str()};
+  tr->add_option("--hard-stress", ta.hard_stress,
+                 "With --init: scale C channels of every block's LayerNorms by K (CxK, e.g. 4x10) without "
+                 "compensating the next Linear, then train (the issue's hard outlier stress)");
   tr->add_option("--epochs", ta.opt.epochs, "Epochs")->capture_default_str();
   tr->add_option("--batch", ta.opt.batch, "Batch size")->capture_default_str();
   tr->add_option("--lr", ta.opt.lr, "Peak learning rate (AdamW)")->capture_default_str();

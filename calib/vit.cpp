@@ -258,7 +258,7 @@ at::Tensor Vit::forward(const at::Tensor& images, const SiteHook& hook) const {
   return H(-1, Site::HeadOut, t);
 }
 
-Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed) {
+Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed, bool compensate) {
   const VitConfig& c = m.config();
   if (channels <= 0 || channels > c.dim) throw UsageError("stress: channels must be in 1.." + std::to_string(c.dim));
   if (!(factor > 0)) throw UsageError("stress: factor must be positive");
@@ -273,11 +273,12 @@ Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed
         torch::Tensor& g = out.params_[blk(i, (std::string(ln) + part).c_str())];
         g.index_copy_(0, idx, g.index_select(0, idx) * factor);
       }
+      if (!compensate) continue;
       torch::Tensor& w = out.params_[blk(i, (std::string(lin) + ".weight").c_str())];
       w.index_copy_(1, idx, w.index_select(1, idx) / factor);
     }
   }
-  out.cfg_.arch = c.arch + "-stress" + std::to_string(channels) + "x" + std::to_string(int(factor));
+  out.cfg_.arch = c.arch + (compensate ? "-stress" : "-hardstress") + std::to_string(channels) + "x" + std::to_string(int(factor));
   return out;
 }
 

@@ -81,7 +81,7 @@ class Vit {
   std::vector<std::pair<std::string, std::vector<int64_t>>> expected_shapes() const;
 
  private:
-  friend Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed);
+  friend Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed, bool compensate);
   VitConfig cfg_;
   std::map<std::string, at::Tensor> params_;
 };
@@ -91,6 +91,9 @@ class Vit;
 // norm2 (drawn with `seed`) get their LayerNorm gamma and beta multiplied by `factor`, and the
 // consuming Linear's (qkv, fc1) columns divided by `factor`. The float function is unchanged;
 // the post-LayerNorm activations get channel ranges `factor` times wider, as in ImageNet DeiTs.
-Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed);
+// compensate = false is the hard stress: the consuming columns are left as they were, so the
+// function changes and the model must be fine-tuned to recover (`reparq train --init M
+// --hard-stress CxK`); the folded weights W diag(rho) then carry the large columns.
+Vit stress_outliers(const Vit& m, int64_t channels, double factor, uint64_t seed, bool compensate = true);
 
 }  // namespace reparq

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <numeric>
+#include <optional>
+#include <random>
 #include <set>
 #include <sstream>
 
@@ -33,7 +36,7 @@ Recipe Recipe::preset(const std::string& method, int wbits, int abits) {
   r.method = method;
   r.wbits = wbits;
   r.abits = abits;
-  if (method != "reparq") r.bias_correct = false, r.qk_balance = false;   // ours only
+  if (method != "reparq") r.bias_correct = false, r.qk_balance = false, r.recon_iters = 0;   // ours only
   if (method == "minmax") {
     r.ln_quant = "tensor-minmax"; r.reparam = false; r.fold_head = false; r.softmax = "uniform";
     r.act = "minmax"; r.weights = "minmax"; r.gptq = false; r.exact_bias = false;
@@ -66,7 +69,8 @@ std::string Recipe::to_json() const {
     << "\",\"weights\":\"" << weights << "\",\"gptq\":" << (gptq ? "true" : "false")
     << ",\"qk_balance\":" << (qk_balance ? "true" : "false")
     << ",\"v_balance\":" << (v_balance ? "true" : "false")
-    << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"a8_sites\":\"" << a8_sites << "\"}";
+    << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"recon_iters\":" << recon_iters
+    << ",\"a8_sites\":\"" << a8_sites << "\"}";
   return o.str();
 }
 
@@ -100,6 +104,20 @@ constexpr int64_t kMinBiasCorrectRows = 256;
 // cosine 0.9988 vs 0.9995 vs FP32, tests/quant/test_pipeline.cpp): with rounding noise that
 // small, the local loss trades too much clipping for it.
 constexpr int kMaxSearchBits = 5;
+// Block reconstruction: images per Adam step, learning rate, and the widest activation sites
+// it runs for (wider sites have too little rounding error to learn from).
+// (On vit6x128, W4A4/W3A3 seed 0: lr 3e-3 and 16 images per step were no better; QDrop's
+// random 50 % of float activations was worse at W3A3.)
+constexpr int64_t kReconBatch = 8;
+constexpr double kReconLr = 1e-3;
+constexpr int kMaxReconBits = 5;
+
+// Fake quantization with a learnable scale s (0-dim tensor): LSQ's straight-through rounding.
+torch::Tensor lsq_fake_quant(const torch::Tensor& x, const torch::Tensor& s, int32_t zero, int32_t qmax) {
+  torch::Tensor t = x / s;
+  torch::Tensor r = t + (t.round() - t).detach();
+  return ((r + double(zero)).clamp(0, qmax) - double(zero)) * s;
+}
 
 // act_search losses of the attention inputs (shapes [B, H, N, hd], attention [B, H, N, N]).
 struct AttnLossCtx {
@@ -124,13 +142,23 @@ double loss_av(const torch::Tensor& xq, const void* ctx) {
 class Pipeline {
  public:
   Pipeline(const Vit& fp, const torch::Tensor& calib, const Recipe& r)
-      : sim_(fp), calib_(calib), r_(r), a8_(parse_a8_sites(r.a8_sites)) {}
+      : sim_(fp), calib_(calib), r_(r), a8_(parse_a8_sites(r.a8_sites)) {
+    int min_bits = r_.abits;
+    for (const auto& n : activation_site_names()) min_bits = std::min(min_bits, bits(n.c_str()));
+    recon_ = r_.recon_iters > 0 && min_bits <= kMaxReconBits;
+    if (recon_) fp_.emplace(fp);
+  }
 
   QuantModel run(Progress& prog) {
     // Patch embedding: input = raw pixels (exact 8-bit codes), weights per channel.
     {
       torch::Tensor px = patches();
       quantize_linear(sim_.patch_embed, out_.patch_embed, px, ActQuant{8, 1.0f, 0}, nullptr);
+    }
+    if (recon_) {
+      torch::NoGradGuard ng;
+      xq_ = sim_.embed(calib_);
+      xf_ = fp_->embed(calib_);
     }
     out_.blocks.resize(sim_.depth);
     for (int b = 0; b < sim_.depth; ++b) {
@@ -177,10 +205,12 @@ class Pipeline {
         ActQuant in = act_quant(x, bits("fc2"), loss_linear_out, &c);
         quantize_linear(s.fc2, q.fc2, x, in, nullptr);
       }
+      if (recon_) reconstruct(b);
       prog.update(b + 1);
     }
     if (r_.fold_head) {
       post_ln(-1, "head", Site::NormOut, sim_.norm_w, sim_.norm_b, sim_.head, out_.head);
+      if (recon_) reconstruct_head(std::max(1, r_.recon_iters / 2));
     } else {
       torch::Tensor x = capture(-1, Site::NormOut);
       LinearLossCtx c{x, sim_.head.weight};
@@ -358,10 +388,7 @@ class Pipeline {
         double e = (a - ref).pow(2).sum().item<double>();
         if (e < best) best = e, best_r = r;
       }
-      s.qkv.weight.index({rows(0), Slice()}).mul_(best_r.unsqueeze(1));
-      s.qkv.bias.index({rows(0)}).mul_(best_r);
-      s.qkv.weight.index({rows(1), Slice()}).div_(best_r.unsqueeze(1));
-      s.qkv.bias.index({rows(1)}).div_(best_r);
+      scale_qk_channels(s, best_r);
     }
     if (r_.v_balance) {
       const torch::Tensor& W = s.proj.weight;   // [D, D]
@@ -388,7 +415,128 @@ class Pipeline {
     }
   }
 
+  // Recipe::recon_iters: learns block b's activation scales, weight-row gains and biases (see
+  // pipeline.h), then advances the quantized and float residual streams past block b.
+  void reconstruct(int b) {
+    SimBlock& s = sim_.blocks[b];
+    QBlock& qb = out_.blocks[b];
+    torch::Tensor target;
+    {
+      torch::NoGradGuard ng;
+      target = sim_block_forward(fp_->blocks[b], xf_, sim_.heads, sim_.ln_eps, b);
+    }
+    const Site sites[] = {Site::Norm1Out, Site::Q, Site::K, Site::V, Site::ProjIn, Site::Norm2Out, Site::Fc2In};
+    torch::AutoGradMode grad(true);   // callers may hold a NoGradGuard
+    torch::Tensor ls = torch::zeros({7}, torch::requires_grad());
+    SimLinear* lins[] = {&s.qkv, &s.proj, &s.fc1, &s.fc2};
+    QLinear* qls[] = {&qb.qkv, &qb.proj, &qb.fc1, &qb.fc2};
+    std::vector<torch::Tensor> params = {ls}, gain(4), dbias(4);
+    for (int i = 0; i < 4; ++i) {
+      gain[i] = torch::zeros({lins[i]->weight.size(0)}, torch::requires_grad());
+      dbias[i] = torch::zeros({lins[i]->weight.size(0)}, torch::requires_grad());
+      params.push_back(gain[i]);
+      params.push_back(dbias[i]);
+    }
+    std::vector<torch::Tensor> lnp;   // LayerNorm affines: relative gain, additive shift
+    for (torch::Tensor* t : {&s.ln1_w, &s.ln1_b, &s.ln2_w, &s.ln2_b}) lnp.push_back(torch::zeros_like(*t).requires_grad_());
+    for (auto& t : lnp) params.push_back(t);
+    torch::optim::Adam opt(params, torch::optim::AdamOptions(kReconLr));
+    SiteQuant fq = [&](Site site, const torch::Tensor& x, const ActQuant& q) {
+      const int i = int(std::find(std::begin(sites), std::end(sites), site) - std::begin(sites));
+      torch::Tensor y = lsq_fake_quant(x, q.scale * ls[i].exp(), q.zero, q.qmax());
+      return y;
+    };
+    const int64_t B = xq_.size(0), mb = std::min(B, kReconBatch);
+    std::vector<int64_t> order(B);
+    std::mt19937_64 rng(0x5eed + uint64_t(b));
+    for (int it = 0; it < r_.recon_iters; ++it) {
+      if (it % (B / mb) == 0) {
+        std::iota(order.begin(), order.end(), 0);
+        std::shuffle(order.begin(), order.end(), rng);
+      }
+      const int64_t off = (it % (B / mb)) * mb;
+      torch::Tensor idx = torch::from_blob(order.data() + off, {mb}, torch::kInt64).clone();
+      SimBlock t = s;
+      for (int i = 0; i < 4; ++i) {
+        SimLinear* tl[] = {&t.qkv, &t.proj, &t.fc1, &t.fc2};
+        tl[i]->weight = lins[i]->weight * gain[i].exp().unsqueeze(1);
+        tl[i]->bias = lins[i]->bias + dbias[i];
+      }
+      t.ln1_w = s.ln1_w * (1 + lnp[0]); t.ln1_b = s.ln1_b + lnp[1];
+      t.ln2_w = s.ln2_w * (1 + lnp[2]); t.ln2_b = s.ln2_b + lnp[3];
+      torch::Tensor y = sim_block_forward(t, xq_.index_select(0, idx), sim_.heads, sim_.ln_eps, b, nullptr, fq);
+      torch::Tensor loss = (y - target.index_select(0, idx)).pow(2).mean();
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+    }
+    torch::NoGradGuard ng;
+    auto set_scale = [&](int i, ActQuant& a, ActQuant& b2) { b2.scale = a.scale = float(a.scale * std::exp(ls[i].item<double>())); };
+    set_scale(0, *s.qkv.input, qb.qkv.input);
+    set_scale(1, *s.q, qb.q);
+    set_scale(2, *s.k, qb.k);
+    set_scale(3, *s.v, qb.v);
+    set_scale(4, *s.proj.input, qb.proj.input);
+    set_scale(5, *s.fc1.input, qb.fc1.input);
+    set_scale(6, *s.fc2.input, qb.fc2.input);
+    for (int i = 0; i < 4; ++i) {
+      torch::Tensor g = gain[i].exp();
+      lins[i]->weight = lins[i]->weight * g.unsqueeze(1);
+      lins[i]->bias = lins[i]->bias + dbias[i];
+      const float* gp = g.data_ptr<float>();
+      for (size_t n = 0; n < qls[i]->w_scale.size(); ++n) qls[i]->w_scale[n] *= gp[n];
+      qls[i]->bias = to_vec(lins[i]->bias);
+    }
+    s.ln1_w = s.ln1_w * (1 + lnp[0]); s.ln1_b = s.ln1_b + lnp[1];
+    s.ln2_w = s.ln2_w * (1 + lnp[2]); s.ln2_b = s.ln2_b + lnp[3];
+    qb.ln1_w = to_vec(s.ln1_w); qb.ln1_b = to_vec(s.ln1_b);
+    qb.ln2_w = to_vec(s.ln2_w); qb.ln2_b = to_vec(s.ln2_b);
+    xq_ = sim_block_forward(s, xq_, sim_.heads, sim_.ln_eps, b);
+    xf_ = target;
+  }
+
+  // The final LayerNorm + head (folded head input only): the same learning against the float
+  // logits, on one row per image (hence half the steps).
+  void reconstruct_head(int iters) {
+    torch::AutoGradMode grad(true);
+    const int64_t D = sim_.dim;
+    torch::Tensor target;
+    {
+      torch::NoGradGuard ng;
+      torch::Tensor t = torch::layer_norm(xf_.select(1, 0), {D}, fp_->norm_w, fp_->norm_b, sim_.ln_eps);
+      target = torch::linear(t, fp_->head.weight, fp_->head.bias);
+    }
+    torch::Tensor xq = xq_.select(1, 0).detach();
+    torch::Tensor ls = torch::zeros({1}, torch::requires_grad());
+    torch::Tensor dw = torch::zeros_like(sim_.norm_w).requires_grad_(), db = torch::zeros_like(sim_.norm_b).requires_grad_();
+    torch::Tensor g = torch::zeros({sim_.head.weight.size(0)}, torch::requires_grad());
+    torch::Tensor hb = torch::zeros({sim_.head.weight.size(0)}, torch::requires_grad());
+    torch::optim::Adam opt({ls, dw, db, g, hb}, torch::optim::AdamOptions(kReconLr));
+    const ActQuant& q = *sim_.head.input;
+    for (int it = 0; it < iters; ++it) {
+      torch::Tensor t = torch::layer_norm(xq, {D}, sim_.norm_w * (1 + dw), sim_.norm_b + db, sim_.ln_eps);
+      t = lsq_fake_quant(t, q.scale * ls[0].exp(), q.zero, q.qmax());
+      torch::Tensor y = torch::linear(t, sim_.head.weight * g.exp().unsqueeze(1), sim_.head.bias + hb);
+      torch::Tensor loss = (y - target).pow(2).mean();
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+    }
+    torch::NoGradGuard ng;
+    out_.head.input.scale = sim_.head.input->scale = float(q.scale * std::exp(ls[0].item<double>()));
+    sim_.norm_w = sim_.norm_w * (1 + dw);
+    sim_.norm_b = sim_.norm_b + db;
+    torch::Tensor ge = g.exp();
+    sim_.head.weight = sim_.head.weight * ge.unsqueeze(1);
+    sim_.head.bias = sim_.head.bias + hb;
+    for (size_t n = 0; n < out_.head.w_scale.size(); ++n) out_.head.w_scale[n] *= ge[int64_t(n)].item<float>();
+    out_.head.bias = to_vec(sim_.head.bias);
+  }
+
   SimModel sim_;
+  std::optional<SimModel> fp_;   // float model (block reconstruction's targets)
+  bool recon_ = false;
+  torch::Tensor xq_, xf_;         // residual streams entering the next block: quantized, float
   torch::Tensor calib_;
   Recipe r_;
   std::set<std::string> a8_;

@@ -53,6 +53,17 @@ struct Recipe {
   // from: qkv (LN1 output), q, k, v, attn, proj (attention output), fc1 (LN2 output),
   // fc2 (GELU output), head (final LN output). Empty = none.
   std::string a8_sites;
+  // Block reconstruction (ours, after BRECQ/QDrop without weight rounding): after a block is
+  // quantized, Adam learns its uniform activation scales (log-scale, LSQ gradient through
+  // straight-through rounding), a gain per weight row, its biases and its LayerNorm affines,
+  // so that the quantized block, fed the quantized model's input, reproduces the float
+  // block's output on the float model's input (MSE; 8 images per step, lr 1e-3). With a
+  // folded head, the final LayerNorm + head likewise against the float logits (half the
+  // steps). Integer weights (GPTQ's), zero points and post-Softmax quantizers stay; what is
+  // learned lands in the file's float parameters (scales, w_scale, bias, LN affine), so the
+  // format and executor are unchanged. Steps per block; 0 = off; runs only when some
+  // activation site has <= 5 bits (kMaxReconBits).
+  int recon_iters = 200;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
   static Recipe preset(const std::string& method, int wbits, int abits);

@@ -104,52 +104,82 @@ SimModel::SimModel(const Vit& fp) {
   head = {fp.param("head.weight").clone(), fp.param("head.bias").clone(), std::nullopt};
 }
 
-torch::Tensor SimModel::forward(const torch::Tensor& pixels, const SiteHook& hook) const {
-  torch::NoGradGuard ng;
-  auto H = [&](int b, Site s, const torch::Tensor& x) { if (hook) hook(b, s, x); };
+torch::Tensor SimModel::embed(const torch::Tensor& pixels, const SiteHook& hook) const {
   if (pixels.dim() != 3 || pixels.size(1) != image_size || pixels.size(2) != image_size)
     throw UsageError("sim: images must be [B, " + std::to_string(image_size) + ", " + std::to_string(image_size) + "]");
-  const int64_t B = pixels.size(0), g = image_size / patch, N = g * g + 1, D = dim, nh = heads, hd = dim / heads;
+  const int64_t B = pixels.size(0), g = image_size / patch, D = dim;
   // im2col in (c, y, x) order; gray pixels replicated to every channel.
   torch::Tensor px = pixels.to(torch::kFloat32).reshape({B, g, patch, g, patch}).permute({0, 1, 3, 2, 4})
                          .reshape({B, g * g, 1, patch * patch});
   px = px.expand({B, g * g, in_chans, patch * patch}).reshape({B, g * g, in_chans * patch * patch});
   torch::Tensor x = linear(px, patch_embed);
-  H(-1, Site::PatchOut, x);
-  x = torch::cat({cls_token.expand({B, 1, D}), x}, 1) + pos_embed;
+  if (hook) hook(-1, Site::PatchOut, x);
+  return torch::cat({cls_token.expand({B, 1, D}), x}, 1) + pos_embed;
+}
+
+torch::Tensor sim_block_forward(const SimBlock& s, const torch::Tensor& x, int64_t heads, double ln_eps,
+                                int block, const SiteHook& hook, const SiteQuant& fq) {
+  auto H = [&](Site site, const torch::Tensor& t) { if (hook) hook(block, site, t); };
+  auto Q = [&](Site site, const torch::Tensor& t, const std::optional<ActQuant>& q) {
+    if (!q) return t;
+    return fq ? fq(site, t, *q) : fake_quant(t, *q);
+  };
+  auto lin = [&](Site site, const torch::Tensor& t, const SimLinear& l) { return torch::linear(Q(site, t, l.input), l.weight, l.bias); };
+  const int64_t B = x.size(0), N = x.size(1), D = x.size(2), nh = heads, hd = D / heads;
   const float inv_sqrt = 1.0f / std::sqrt(float(hd));
-  for (int b = 0; b < depth; ++b) {
-    const SimBlock& s = blocks[b];
-    torch::Tensor h = torch::layer_norm(x, {D}, s.ln1_w, s.ln1_b, ln_eps);
-    H(b, Site::Norm1Out, h);
-    h = linear(h, s.qkv);
-    H(b, Site::QkvOut, h);
-    auto qkv = h.reshape({B, N, 3, nh, hd}).permute({2, 0, 3, 1, 4});
-    torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
-    H(b, Site::Q, q); H(b, Site::K, k); H(b, Site::V, v);
-    q = maybe_fq(q, s.q); k = maybe_fq(k, s.k); v = maybe_fq(v, s.v);
-    torch::Tensor a = (torch::matmul(q, k.transpose(-2, -1)) * inv_sqrt).softmax(-1);
-    H(b, Site::Attn, a);
-    if (s.attn) a = fake_quant_attn(a, *s.attn);
-    h = torch::matmul(a, v).transpose(1, 2).reshape({B, N, D});
-    H(b, Site::ProjIn, h);
-    h = linear(h, s.proj);
-    H(b, Site::ProjOut, h);
-    x = x + h;
-    h = torch::layer_norm(x, {D}, s.ln2_w, s.ln2_b, ln_eps);
-    H(b, Site::Norm2Out, h);
-    h = linear(h, s.fc1);
-    H(b, Site::Fc1Out, h);
-    h = torch::gelu(h);
-    H(b, Site::Fc2In, h);
-    h = linear(h, s.fc2);
-    H(b, Site::Fc2Out, h);
-    x = x + h;
+  torch::Tensor h = torch::layer_norm(x, {D}, s.ln1_w, s.ln1_b, ln_eps);
+  H(Site::Norm1Out, h);
+  h = lin(Site::Norm1Out, h, s.qkv);
+  H(Site::QkvOut, h);
+  auto qkv = h.reshape({B, N, 3, nh, hd}).permute({2, 0, 3, 1, 4});
+  torch::Tensor q = qkv[0], k = qkv[1], v = qkv[2];
+  H(Site::Q, q); H(Site::K, k); H(Site::V, v);
+  q = Q(Site::Q, q, s.q); k = Q(Site::K, k, s.k); v = Q(Site::V, v, s.v);
+  torch::Tensor a = (torch::matmul(q, k.transpose(-2, -1)) * inv_sqrt).softmax(-1);
+  H(Site::Attn, a);
+  if (s.attn) {
+    // Straight-through when learning (block reconstruction); the exact levels otherwise.
+    if (a.requires_grad()) a = a + (fake_quant_attn(a.detach(), *s.attn) - a.detach());
+    else a = fake_quant_attn(a, *s.attn);
   }
-  torch::Tensor t = torch::layer_norm(x.select(1, 0), {D}, norm_w, norm_b, ln_eps);
-  H(-1, Site::NormOut, t);
+  h = torch::matmul(a, v).transpose(1, 2).reshape({B, N, D});
+  H(Site::ProjIn, h);
+  h = lin(Site::ProjIn, h, s.proj);
+  H(Site::ProjOut, h);
+  torch::Tensor y = x + h;
+  h = torch::layer_norm(y, {D}, s.ln2_w, s.ln2_b, ln_eps);
+  H(Site::Norm2Out, h);
+  h = lin(Site::Norm2Out, h, s.fc1);
+  H(Site::Fc1Out, h);
+  h = torch::gelu(h);
+  H(Site::Fc2In, h);
+  h = lin(Site::Fc2In, h, s.fc2);
+  H(Site::Fc2Out, h);
+  return y + h;
+}
+
+void scale_qk_channels(SimBlock& s, const torch::Tensor& r) {
+  torch::NoGradGuard ng;
+  const int64_t D = s.qkv.weight.size(1);
+  if (s.qkv.weight.size(0) != 3 * D || r.numel() != D)
+    throw UsageError("scale_qk_channels: want a qkv Linear [3D, D] and D factors");
+  using torch::indexing::Slice;
+  s.qkv.weight = s.qkv.weight.clone();   // may share storage with the float model
+  s.qkv.bias = s.qkv.bias.clone();
+  s.qkv.weight.index({Slice(0, D), Slice()}).mul_(r.unsqueeze(1));
+  s.qkv.bias.index({Slice(0, D)}).mul_(r);
+  s.qkv.weight.index({Slice(D, 2 * D), Slice()}).div_(r.unsqueeze(1));
+  s.qkv.bias.index({Slice(D, 2 * D)}).div_(r);
+}
+
+torch::Tensor SimModel::forward(const torch::Tensor& pixels, const SiteHook& hook) const {
+  torch::NoGradGuard ng;
+  torch::Tensor x = embed(pixels, hook);
+  for (int b = 0; b < depth; ++b) x = sim_block_forward(blocks[b], x, heads, ln_eps, b, hook);
+  torch::Tensor t = torch::layer_norm(x.select(1, 0), {dim}, norm_w, norm_b, ln_eps);
+  if (hook) hook(-1, Site::NormOut, t);
   torch::Tensor logits = linear(t, head);
-  H(-1, Site::HeadOut, logits);
+  if (hook) hook(-1, Site::HeadOut, logits);
   return logits;
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -39,6 +40,8 @@ class SimModel {
   // Norm2Out, Fc2In, NormOut; and every Linear's float output: PatchOut, QkvOut, ProjOut,
   // Fc1Out (pre-GELU), Fc2Out, HeadOut (Site enum of calib/vit.h).
   at::Tensor forward(const at::Tensor& pixels, const SiteHook& hook = nullptr) const;
+  // The residual stream entering block 0: patch embedding, class token, position embedding.
+  at::Tensor embed(const at::Tensor& pixels, const SiteHook& hook = nullptr) const;
 
   int64_t image_size, patch, in_chans, dim, depth, heads, num_classes;
   double ln_eps;
@@ -48,6 +51,19 @@ class SimModel {
   std::vector<SimBlock> blocks;
   SimLinear head;
 };
+
+// Replaces the fake quantization of a uniform site (Q, K, V and the Linear inputs Norm1Out,
+// ProjIn, Norm2Out, Fc2In): block reconstruction learns their scales through it.
+using SiteQuant = std::function<at::Tensor(Site, const at::Tensor&, const ActQuant&)>;
+// One block of SimModel::forward: residual stream x [B, N, D] -> x. Differentiable when its
+// tensors require grad (the post-Softmax quantizer is then straight-through); `block` is the
+// index passed to the hook.
+at::Tensor sim_block_forward(const SimBlock& s, const at::Tensor& x, int64_t heads, double ln_eps,
+                             int block, const SiteHook& hook = nullptr, const SiteQuant& fq = nullptr);
+
+// q/k channel balancing (Recipe::qk_balance): q channel c *= r[c], k channel c /= r[c], through
+// the rows of the float qkv weight and bias (r: [D], positive). q.k^T is unchanged.
+void scale_qk_channels(SimBlock& s, const at::Tensor& r);
 
 // Fake quantization exactly as ActQuant::quantize / dequantize (FORMAT.md).
 at::Tensor fake_quant(const at::Tensor& x, const ActQuant& q);

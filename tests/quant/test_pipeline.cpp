@@ -287,3 +287,61 @@ TEST_F(Pipeline, SiteReportMeasuresErrorPerSite) {
   EXPECT_THROW(analyze_sites(other, q4, *train_, ids), UsageError);
   EXPECT_THROW(analyze_sites(*model_, q4, *train_, {}), UsageError);
 }
+
+// q/k balancing (Recipe::qk_balance) is exact in real arithmetic: q.k^T does not change, so
+// the float model's logits do not either, for any positive factors. A wrong row slice (the
+// factors divided out of v instead of k) must show.
+TEST_F(Pipeline, QkBalancingLeavesFloatOutputsUnchanged) {
+  torch::NoGradGuard ng;
+  SimModel ref(*model_), bal(*model_), bad(*model_);
+  const torch::Tensor l0 = ref.forward(px200_);
+  torch::manual_seed(5);
+  for (int b = 0; b < bal.depth; ++b) {
+    torch::Tensor r = torch::exp(torch::randn({bal.dim}));   // factors 1/20 .. 20
+    scale_qk_channels(bal.blocks[b], r);
+    // Sabotage: q rows scaled, v rows (not k) divided.
+    SimLinear& l = bad.blocks[b].qkv;
+    using torch::indexing::Slice;
+    const int64_t D = bad.dim;
+    l.weight.index({Slice(0, D), Slice()}).mul_(r.unsqueeze(1));
+    l.bias.index({Slice(0, D)}).mul_(r);
+    l.weight.index({Slice(2 * D, 3 * D), Slice()}).div_(r.unsqueeze(1));
+    l.bias.index({Slice(2 * D, 3 * D)}).div_(r);
+  }
+  const double e = rel_err(bal.forward(px200_), l0), eb = rel_err(bad.forward(px200_), l0);
+  std::printf("q/k balancing: relative logit change %.2g (wrong slice: %.2g)\n", e, eb);
+  EXPECT_LT(e, 1e-5);
+  EXPECT_GT(eb, 1e-2);
+  EXPECT_THROW(scale_qk_channels(bal.blocks[0], torch::ones({bal.dim + 1})), UsageError);
+}
+
+// Block reconstruction (Recipe::recon_iters) learns scales, weight-row gains and biases that
+// bring the W4A4 model's logits closer to the float model's on images it did not see; what it
+// learns is in the file's parameters (the loaded file gives the same logits), and at 8 bits
+// it does not run.
+TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
+  torch::NoGradGuard ng;
+  QuantizeOptions o;
+  o.calib_samples = 32;
+  Recipe r = Recipe::preset("reparq", 4, 4);
+  r.recon_iters = 0;
+  QuantModel a = quantize_model(*model_, *train_, r, o);
+  r.recon_iters = 200;
+  QuantModel b = quantize_model(*model_, *train_, r, o);
+  const torch::Tensor fl = model_->forward(px200_);
+  const double ea = rel_err(SimModel(a).forward(px200_), fl), eb = rel_err(SimModel(b).forward(px200_), fl);
+  std::printf("W4A4 relative logit error on 200 test images: %.4f without, %.4f with block reconstruction\n", ea, eb);
+  EXPECT_LT(eb, 0.9 * ea);
+  EXPECT_NE(a.blocks[0].q.scale, b.blocks[0].q.scale);
+  EXPECT_NE(a.blocks[1].fc2.w_scale, b.blocks[1].fc2.w_scale);
+  EXPECT_EQ(a.blocks[0].fc2.w, b.blocks[0].fc2.w) << "integer weights are GPTQ's; reconstruction keeps them (block 0: its inputs are the same)";
+  const std::string path = tmp_file("recon.safetensors");
+  save_quant_model(b, path);
+  QuantModel l = load_quant_model(path);
+  fs::remove(path);
+  EXPECT_TRUE(torch::equal(SimModel(l).forward(px200_), SimModel(b).forward(px200_)));
+  Recipe r8 = Recipe::preset("reparq", 8, 8), r8r = r8;
+  r8r.recon_iters = 200;
+  EXPECT_EQ(quantize_model(*model_, *train_, r8, o).blocks[0].q.scale,
+            quantize_model(*model_, *train_, r8r, o).blocks[0].q.scale);
+}
