@@ -76,7 +76,7 @@ struct Component {
 int run_ablate(AblateArgs& a) {
   apply_common_options(a.c);
   if (a.models.empty())
-    for (const char* m : {"models/vit6x128.safetensors", "models/vit8x96.safetensors"})
+    for (const char* m : {"models/vit6x128.safetensors", "models/vit8x96.safetensors", "models/vit6x128-hardstress.safetensors"})
       if (fs::exists(m)) a.models.push_back(m);
   if (a.models.empty()) throw UsageError("ablate: no --models given and no bundled model found");
   if (a.seeds.empty()) throw UsageError("ablate: --seeds must not be empty");
@@ -212,7 +212,7 @@ void add_ablate_command(CLI::App& app, CommandList& cmds) {
   auto* c = app.add_subcommand("ablate", "Method x bits x seeds and component ablation; writes docs/RESULTS.md");
   c->footer("Example: reparq ablate --seeds 0 1 2 -o docs/RESULTS.md --json-out docs/results.json");
   add_common_options(c, aa.c);
-  c->add_option("--models", aa.models, "Float models (default: the bundled ones)");
+  c->add_option("--models", aa.models, "Float models (default: the bundled ones, vit6x128-hardstress included)");
   c->add_option("--bits", aa.bits, "Bit widths")->capture_default_str();
   c->add_option("--methods", aa.methods, "Recipes")->capture_default_str();
   c->add_option("--seeds", aa.seeds, "Calibration seeds")->capture_default_str();
