@@ -178,6 +178,8 @@ int run_ablate(AblateArgs& a) {
                      [](Recipe& r) { r.qk_balance = !r.qk_balance; }});
     comps.push_back({base.v_balance ? "no v/proj balancing" : "with v/proj balancing",
                      [](Recipe& r) { r.v_balance = !r.v_balance; }});
+    comps.push_back({base.gelu_balance ? "no GELU-output balancing" : "with GELU-output balancing",
+                     [](Recipe& r) { r.gelu_balance = !r.gelu_balance; }});
     comps.push_back({base.recon_iters > 0 ? "no block reconstruction" : "with block reconstruction (200 steps)",
                      [](Recipe& r) { r.recon_iters = r.recon_iters > 0 ? 0 : 200; }});
     for (auto& v : vars) {

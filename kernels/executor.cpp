@@ -358,8 +358,9 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     lap(kFc1Gemm);
     {
       const QuantParams qp = quant_params(qb.fc2.input);
+      const float* mul = qb.fc2_in_mul.empty() ? nullptr : qb.fc2_in_mul.data();
       rows_parallel(n_rows, 4, [&](int64_t r) {
-        ops->gelu_quant(y.data() + r * H, int(H), qp, hcodes.data() + r * H);
+        ops->gelu_quant(y.data() + r * H, int(H), mul, qp, hcodes.data() + r * H);
       });
     }
     lap(kGelu);

@@ -153,6 +153,7 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
     W.f32(p + "norm2.bias", b.ln2_b);
     W.linear(p + "mlp.fc1", b.fc1);
     W.linear(p + "mlp.fc2", b.fc2);
+    if (!b.fc2_in_mul.empty()) W.f32(p + "mlp.fc2.input_mul", b.fc2_in_mul);
   }
   W.f32("norm.weight", m.norm_w);
   W.f32("norm.bias", m.norm_b);
@@ -249,6 +250,11 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
     b.ln2_b = R.f32(p + "norm2.bias", {D});
     b.fc1 = R.linear(p + "mlp.fc1", H, D);
     b.fc2 = R.linear(p + "mlp.fc2", D, H);
+    if (f.find(p + "mlp.fc2.input_mul")) {
+      b.fc2_in_mul = R.f32(p + "mlp.fc2.input_mul", {H});
+      for (float v : b.fc2_in_mul)
+        bad(!(v > 0) || !std::isfinite(v), "'" + p + "mlp.fc2.input_mul' must hold positive finite multipliers, found " + num(v));
+    }
   }
   m.norm_w = R.f32("norm.weight", {D});
   m.norm_b = R.f32("norm.bias", {D});

@@ -81,6 +81,10 @@ struct QBlock {
   std::vector<float> ln2_w, ln2_b;
   QLinear fc1;                       // fc1.input = quantizer of the (folded) LN2 output
   QLinear fc2;                       // fc2.input = quantizer of the GELU output
+  // Optional per-channel multiplier of the GELU output before fc2.input quantizes it (empty =
+  // none; else mlp_hidden positive finite floats): codes = quantize(gelu(y_c) * m_c). The
+  // recipe divides fc2's weight columns by m_c (FORMAT.md, "GELU output multiplier").
+  std::vector<float> fc2_in_mul;
 };
 
 struct QuantModel {

@@ -77,8 +77,8 @@ struct VitRowOps {
                           QuantParams q, uint8_t* out);
   // s: n raw scores (overwritten with scratch values); out[j] = lut[code(softmax(s*inv)_j)].
   void (*softmax_levels)(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* coder, uint8_t* out);
-  // out[i] = quantize(gelu(y[i])).
-  void (*gelu_quant)(const float* y, int n, QuantParams q, uint8_t* out);
+  // out[i] = quantize(gelu(y[i]) * mul[i]); mul may be null (no multiplier).
+  void (*gelu_quant)(const float* y, int n, const float* mul, QuantParams q, uint8_t* out);
   // out[i] = quantize(y[i]); the signed form stores quantize(y[i]) - offset.
   void (*quant_row)(const float* y, int n, QuantParams q, uint8_t* out);
   void (*quant_row_s8)(const float* y, int n, QuantParams q, int32_t offset, int8_t* out);

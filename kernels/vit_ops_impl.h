@@ -174,10 +174,11 @@ static void vo_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCode
   for (int j = 0; j < n; ++j) out[j] = static_cast<uint8_t>(lut[vo_code(s[j], cd)]);
 }
 
-static void vo_gelu_quant(const float* y, int n, QuantParams q, uint8_t* out) {
+static void vo_gelu_quant(const float* y, int n, const float* mul, QuantParams q, uint8_t* out) {
   for (int i = 0; i < n; ++i) {
     const float v = y[i];
-    const float g = v * 0.5f * (1.0f + vo_erf(v * 0.70710678f));
+    float g = v * 0.5f * (1.0f + vo_erf(v * 0.70710678f));
+    if (mul) g = g * mul[i];
     out[i] = vo_quantize(g, q);
   }
 }

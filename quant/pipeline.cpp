@@ -36,7 +36,7 @@ Recipe Recipe::preset(const std::string& method, int wbits, int abits) {
   r.method = method;
   r.wbits = wbits;
   r.abits = abits;
-  if (method != "reparq") r.bias_correct = false, r.qk_balance = false, r.recon_iters = 0;   // ours only
+  if (method != "reparq") r.bias_correct = false, r.qk_balance = false, r.recon_iters = 0, r.gelu_balance = false;   // ours only
   if (method == "minmax") {
     r.ln_quant = "tensor-minmax"; r.reparam = false; r.fold_head = false; r.softmax = "uniform";
     r.act = "minmax"; r.weights = "minmax"; r.gptq = false; r.exact_bias = false;
@@ -69,6 +69,7 @@ std::string Recipe::to_json() const {
     << "\",\"weights\":\"" << weights << "\",\"gptq\":" << (gptq ? "true" : "false")
     << ",\"qk_balance\":" << (qk_balance ? "true" : "false")
     << ",\"v_balance\":" << (v_balance ? "true" : "false")
+    << ",\"gelu_balance\":" << (gelu_balance ? "true" : "false")
     << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"recon_iters\":" << recon_iters
     << ",\"a8_sites\":\"" << a8_sites << "\"}";
   return o.str();
@@ -200,6 +201,7 @@ class Pipeline {
       post_ln(b, "fc1", Site::Norm2Out, s.ln2_w, s.ln2_b, s.fc1, q.fc1);
       q.ln2_w = to_vec(s.ln2_w); q.ln2_b = to_vec(s.ln2_b);
       {
+        if (gelu_balanced()) balance_gelu(b);
         torch::Tensor x = capture(b, Site::Fc2In);
         LinearLossCtx c{x, s.fc2.weight};
         ActQuant in = act_quant(x, bits("fc2"), loss_linear_out, &c);
@@ -415,6 +417,39 @@ class Pipeline {
     }
   }
 
+  bool gelu_balanced() const { return r_.gelu_balance && bits("fc2") <= kMaxSearchBits; }
+
+  // Recipe::gelu_balance for block b, before fc2's input quantizer and weights are chosen.
+  void balance_gelu(int b) {
+    torch::NoGradGuard ng;
+    SimBlock& s = sim_.blocks[b];
+    torch::Tensor X = capture(b, Site::Fc2In);
+    const int64_t H = X.size(-1);
+    X = X.reshape({-1, H});
+    const torch::Tensor W = s.fc2.weight;   // [D, H]
+    const torch::Tensor ref = torch::matmul(X, W.t());
+    const torch::Tensor xm = X.abs().amax(0).clamp_min(1e-6), wm = W.abs().amax(0).clamp_min(1e-8);
+    double best = INFINITY;
+    torch::Tensor best_sc;   // undefined: no balancing
+    for (double alpha : {-1.0, 0.25, 0.5, 0.75}) {
+      torch::Tensor sc;
+      if (alpha >= 0) {
+        sc = xm.pow(alpha) / wm.pow(1.0 - alpha);
+        sc = sc / sc.median();   // X' = X / sc, W' = W diag(sc); overall size left to the quantizer
+      }
+      torch::Tensor X2 = sc.defined() ? X / sc : X, W2 = sc.defined() ? W * sc.unsqueeze(0) : W;
+      LinearLossCtx c{X2, W2};
+      ActQuant aq = act_quant(X2, bits("fc2"), loss_linear_out, &c);
+      torch::Tensor wf = quantize_weight(W2, r_.wbits, r_.weights).dequant();
+      double e = (torch::matmul(fake_quant(X2, aq), wf.t()) - ref).pow(2).sum().item<double>();
+      if (e < best) best = e, best_sc = sc;
+    }
+    if (!best_sc.defined()) return;
+    s.fc2_in_mul = 1.0 / best_sc;
+    s.fc2.weight = W * best_sc.unsqueeze(0);
+    out_.blocks[b].fc2_in_mul = to_vec(s.fc2_in_mul);
+  }
+
   // Recipe::recon_iters: learns block b's activation scales, weight-row gains and biases (see
   // pipeline.h), then advances the quantized and float residual streams past block b.
   void reconstruct(int b) {
@@ -440,6 +475,12 @@ class Pipeline {
     std::vector<torch::Tensor> lnp;   // LayerNorm affines: relative gain, additive shift
     for (torch::Tensor* t : {&s.ln1_w, &s.ln1_b, &s.ln2_w, &s.ln2_b}) lnp.push_back(torch::zeros_like(*t).requires_grad_());
     for (auto& t : lnp) params.push_back(t);
+    // The GELU output multiplier (gelu_balance): learned per channel, from its balanced value
+    // or from 1.
+    const bool learn_mul = gelu_balanced();
+    const torch::Tensor mul0 = s.fc2_in_mul.defined() ? s.fc2_in_mul : torch::ones({s.fc2.weight.size(1)});
+    torch::Tensor lmul = torch::zeros({mul0.size(0)}, torch::requires_grad());
+    if (learn_mul) params.push_back(lmul);
     torch::optim::Adam opt(params, torch::optim::AdamOptions(kReconLr));
     SiteQuant fq = [&](Site site, const torch::Tensor& x, const ActQuant& q) {
       const int i = int(std::find(std::begin(sites), std::end(sites), site) - std::begin(sites));
@@ -464,6 +505,7 @@ class Pipeline {
       }
       t.ln1_w = s.ln1_w * (1 + lnp[0]); t.ln1_b = s.ln1_b + lnp[1];
       t.ln2_w = s.ln2_w * (1 + lnp[2]); t.ln2_b = s.ln2_b + lnp[3];
+      if (learn_mul) t.fc2_in_mul = mul0 * lmul.exp();
       torch::Tensor y = sim_block_forward(t, xq_.index_select(0, idx), sim_.heads, sim_.ln_eps, b, nullptr, fq);
       torch::Tensor loss = (y - target.index_select(0, idx)).pow(2).mean();
       opt.zero_grad();
@@ -491,6 +533,10 @@ class Pipeline {
     s.ln2_w = s.ln2_w * (1 + lnp[2]); s.ln2_b = s.ln2_b + lnp[3];
     qb.ln1_w = to_vec(s.ln1_w); qb.ln1_b = to_vec(s.ln1_b);
     qb.ln2_w = to_vec(s.ln2_w); qb.ln2_b = to_vec(s.ln2_b);
+    if (learn_mul) {
+      s.fc2_in_mul = mul0 * lmul.exp();
+      qb.fc2_in_mul = to_vec(s.fc2_in_mul);
+    }
     xq_ = sim_block_forward(s, xq_, sim_.heads, sim_.ln_eps, b);
     xf_ = target;
   }

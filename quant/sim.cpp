@@ -72,6 +72,7 @@ SimModel::SimModel(const QuantModel& q)
     s.ln2_w = vec(b.ln2_w); s.ln2_b = vec(b.ln2_b);
     s.qkv = from_q(b.qkv); s.proj = from_q(b.proj); s.fc1 = from_q(b.fc1); s.fc2 = from_q(b.fc2);
     s.q = b.q; s.k = b.k; s.v = b.v; s.attn = b.attn;
+    if (!b.fc2_in_mul.empty()) s.fc2_in_mul = vec(b.fc2_in_mul);
     blocks.push_back(std::move(s));
   }
   norm_w = vec(q.norm_w); norm_b = vec(q.norm_b);
@@ -152,6 +153,7 @@ torch::Tensor sim_block_forward(const SimBlock& s, const torch::Tensor& x, int64
   h = lin(Site::Norm2Out, h, s.fc1);
   H(Site::Fc1Out, h);
   h = torch::gelu(h);
+  if (s.fc2_in_mul.defined()) h = h * s.fc2_in_mul;
   H(Site::Fc2In, h);
   h = lin(Site::Fc2In, h, s.fc2);
   H(Site::Fc2Out, h);

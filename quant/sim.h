@@ -28,6 +28,7 @@ struct SimBlock {
   SimLinear qkv, proj, fc1, fc2;
   std::optional<ActQuant> q, k, v;
   std::optional<AttnQuant> attn;
+  at::Tensor fc2_in_mul;             // [H] GELU output multiplier (QBlock::fc2_in_mul); undefined = none
 };
 
 class SimModel {

@@ -96,13 +96,14 @@ static inline __mmask16 tail_mask(int r) { return r >= 16 ? static_cast<__mmask1
 
 // ---- row functions ------------------------------------------------------------------------
 
-static void v_gelu_quant(const float* y, int n, QuantParams q, uint8_t* out) {
+static void v_gelu_quant(const float* y, int n, const float* mul, QuantParams q, uint8_t* out) {
   const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), rs2 = _mm512_set1_ps(0.70710678f);
   for (int i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(n - i);
     const __m512 v = _mm512_maskz_loadu_ps(m, y + i);
     // v * 0.5f * (1.0f + erf(v * 0.70710678f)), left to right.
-    const __m512 g = _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, v_erf(_mm512_mul_ps(v, rs2))));
+    __m512 g = _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, v_erf(_mm512_mul_ps(v, rs2))));
+    if (mul) g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, mul + i));
     _mm_mask_storeu_epi8(out + i, m, _mm512_cvtepi32_epi8(v_quantize(g, q)));
   }
 }

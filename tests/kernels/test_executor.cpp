@@ -69,6 +69,7 @@ struct Cfg {
   int wbits = 8, abits = 8;
   std::vector<std::string> kinds = {"uniform", "logsqrt2"};
   std::vector<int> attn_bits = {8, 4};
+  bool gelu_mul = false;   // give every block a GELU output multiplier (mlp.fc2.input_mul)
 };
 
 QLinear rand_linear(std::mt19937& rng, int64_t out, int64_t in, int wbits, int abits) {
@@ -196,6 +197,8 @@ struct Ref {
       for (size_t i = 0; i < x.size(); ++i) x[i] += pr[i];
       std::vector<double> f1 = linear(q(ln(x, T, b.ln2_w, b.ln2_b), b.fc1.input), T, b.fc1);
       for (double& v : f1) v = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+      if (!b.fc2_in_mul.empty())
+        for (size_t j = 0; j < f1.size(); ++j) f1[j] *= b.fc2_in_mul[j % b.fc2_in_mul.size()];
       std::vector<double> f2 = linear(q(f1, b.fc2.input), T, b.fc2);
       for (size_t i = 0; i < x.size(); ++i) x[i] += f2[i];
     }
@@ -253,6 +256,8 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
     b.q.bits = b.k.bits = b.v.bits = c.abits;
     const std::string kind = c.kinds[i % c.kinds.size()];
     b.attn = make_attn(kind, c.attn_bits[i % c.attn_bits.size()], 1.0f);
+    if (c.gelu_mul)
+      for (int64_t j = 0; j < c.mlp; ++j) b.fc2_in_mul.push_back(std::exp(0.7f * nd(rng)));
     m.blocks.push_back(b);
   }
   for (int64_t j = 0; j < D; ++j) {
@@ -339,6 +344,28 @@ TEST(Executor, MatchesReferenceW4A4) {
   c.kinds = {"logsqrt2", "uniform"};
   c.attn_bits = {4, 3};
   check_against_reference(c, 3);
+}
+
+// The optional GELU output multiplier (FORMAT.md, mlp.fc2.input_mul).
+TEST(Executor, MatchesReferenceW4A4GeluMultiplier) {
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.gelu_mul = true;
+  check_against_reference(c, 6);
+  // Sabotage: the executor must use the multiplier (dropping it changes the logits).
+  QuantModel m = make_model(c, 6), plain = m;
+  for (QBlock& b : plain.blocks) b.fc2_in_mul.clear();
+  std::mt19937 rng(7);
+  std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
+  std::vector<float> a(4 * c.classes), b(4 * c.classes);
+  Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, a.data());
+  Executor(plain, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
+  EXPECT_NE(a, b);
+  for (Isa isa : available_isas()) {
+    Executor(m, isa, 2).run(imgs.data(), 4, b.data());
+    EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << isa_name(isa);
+  }
 }
 
 TEST(Executor, MatchesReferenceW6A6) {
@@ -461,9 +488,12 @@ TEST(VitRowOps, BitIdenticalAcrossIsas) {
         ref.layernorm_quant(x.data(), n, w.data(), b.data(), 1e-6f, q, o1.data());
         ops.layernorm_quant(x.data(), n, w.data(), b.data(), 1e-6f, q, o2.data());
         EXPECT_EQ(o1, o2) << isa_name(isa) << " layernorm n=" << n;
-        ref.gelu_quant(x.data(), n, q, o1.data());
-        ops.gelu_quant(x.data(), n, q, o2.data());
+        ref.gelu_quant(x.data(), n, nullptr, q, o1.data());
+        ops.gelu_quant(x.data(), n, nullptr, q, o2.data());
         EXPECT_EQ(o1, o2) << isa_name(isa) << " gelu n=" << n;
+        ref.gelu_quant(x.data(), n, w.data(), q, o1.data());   // with a per-channel multiplier
+        ops.gelu_quant(x.data(), n, w.data(), q, o2.data());
+        EXPECT_EQ(o1, o2) << isa_name(isa) << " gelu with multiplier n=" << n;
         ref.quant_row(x.data(), n, q, o1.data());
         ops.quant_row(x.data(), n, q, o2.data());
         EXPECT_EQ(o1, o2) << isa_name(isa) << " quant n=" << n;
@@ -531,9 +561,12 @@ TEST(VitRowOps, VectorTwinsBitIdenticalAtEdges) {
       for (int len : {n, 1, 15, 16, 17, 33}) {
         std::fill(o2.begin(), o2.end(), 0xEE);
         std::fill(o1.begin(), o1.end(), 0xEE);
-        ref.gelu_quant(x.data(), len, q, o1.data());
-        ops.gelu_quant(x.data(), len, q, o2.data());
+        ref.gelu_quant(x.data(), len, nullptr, q, o1.data());
+        ops.gelu_quant(x.data(), len, nullptr, q, o2.data());
         EXPECT_EQ(o1, o2) << isa_name(isa) << " gelu len " << len;
+        ref.gelu_quant(x.data(), len, e1.data(), q, o1.data());   // exp values as multipliers
+        ops.gelu_quant(x.data(), len, e1.data(), q, o2.data());
+        EXPECT_EQ(o1, o2) << isa_name(isa) << " gelu with multiplier len " << len;
       }
     }
     // Softmax rows: random scores, with NaN / -inf / huge entries, all equal, tails 1..48.
@@ -773,6 +806,33 @@ void expect_rejected(const std::string& path, const std::string& what) {
 }
 
 }  // namespace
+
+TEST(QuantModelFile, GeluMultiplierRoundTripAndRejections) {
+  Cfg c;
+  c.gelu_mul = true;
+  const QuantModel m = make_model(c, 32);
+  const std::string good = tmp_path("gmul"), bad = tmp_path("gmul_bad");
+  save_quant_model(m, good);
+  const QuantModel l = load_quant_model(good);
+  for (size_t i = 0; i < m.blocks.size(); ++i) {
+    ASSERT_EQ(l.blocks[i].fc2_in_mul.size(), size_t(c.mlp));
+    EXPECT_EQ(l.blocks[i].fc2_in_mul, m.blocks[i].fc2_in_mul);
+  }
+  for (float v : {std::numeric_limits<float>::quiet_NaN(), -1.0f, 0.0f, std::numeric_limits<float>::infinity()}) {
+    rewrite(good, bad, [v](Tensor& t) {
+      if (t.name == "blocks.1.mlp.fc2.input_mul") set_elem(t, 3, v);
+      return true;
+    });
+    expect_rejected(bad, "blocks.1.mlp.fc2.input_mul");
+  }
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.0.mlp.fc2.input_mul") t.dtype = DType::I32;
+    return true;
+  });
+  expect_rejected(bad, "dtype");
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
 
 TEST(QuantModelFile, Rejections) {
   Cfg c;

@@ -340,6 +340,21 @@ TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
   QuantModel l = load_quant_model(path);
   fs::remove(path);
   EXPECT_TRUE(torch::equal(SimModel(l).forward(px200_), SimModel(b).forward(px200_)));
+  // GELU-output balancing (off by default): the multiplier lands in the file, the file loads
+  // back to the same logits, and the result is still better than no reconstruction.
+  Recipe rg = Recipe::preset("reparq", 4, 4);
+  rg.gelu_balance = true;
+  QuantModel g = quantize_model(*model_, *train_, rg, o);
+  ASSERT_EQ(g.blocks[0].fc2_in_mul.size(), size_t(g.mlp_hidden));
+  const double eg = rel_err(SimModel(g).forward(px200_), fl);
+  std::printf("  with GELU-output balancing: %.4f\n", eg);
+  EXPECT_LT(eg, ea);
+  const std::string gpath = tmp_file("recon_gelu.safetensors");
+  save_quant_model(g, gpath);
+  QuantModel gl = load_quant_model(gpath);
+  fs::remove(gpath);
+  EXPECT_EQ(gl.blocks[1].fc2_in_mul, g.blocks[1].fc2_in_mul);
+  EXPECT_TRUE(torch::equal(SimModel(gl).forward(px200_), SimModel(g).forward(px200_)));
   Recipe r8 = Recipe::preset("reparq", 8, 8), r8r = r8;
   r8r.recon_iters = 200;
   EXPECT_EQ(quantize_model(*model_, *train_, r8, o).blocks[0].q.scale,
