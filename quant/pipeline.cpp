@@ -140,6 +140,15 @@ double loss_av(const torch::Tensor& xq, const void* ctx) {
   return torch::matmul(c->attn, xq - c->v).pow(2).sum().item<double>();
 }
 
+// Block reconstruction's steps are many small ops on 8 images: LibTorch's intra-op threads
+// cost more than they give there (a 12-block dim-128 model at W4A4: 51 s with one thread,
+// 93 s with two), so it runs on one thread whatever --threads says.
+struct OneThread {
+  int saved = torch::get_num_threads();
+  OneThread() { torch::set_num_threads(1); }
+  ~OneThread() { torch::set_num_threads(saved); }
+};
+
 class Pipeline {
  public:
   Pipeline(const Vit& fp, const torch::Tensor& calib, const Recipe& r)
@@ -462,6 +471,7 @@ class Pipeline {
     }
     const Site sites[] = {Site::Norm1Out, Site::Q, Site::K, Site::V, Site::ProjIn, Site::Norm2Out, Site::Fc2In};
     torch::AutoGradMode grad(true);   // callers may hold a NoGradGuard
+    OneThread one;
     torch::Tensor ls = torch::zeros({7}, torch::requires_grad());
     SimLinear* lins[] = {&s.qkv, &s.proj, &s.fc1, &s.fc2};
     QLinear* qls[] = {&qb.qkv, &qb.proj, &qb.fc1, &qb.fc2};
@@ -545,6 +555,7 @@ class Pipeline {
   // logits, on one row per image (hence half the steps).
   void reconstruct_head(int iters) {
     torch::AutoGradMode grad(true);
+    OneThread one;
     const int64_t D = sim_.dim;
     torch::Tensor target;
     {
