@@ -69,7 +69,8 @@ struct Recipe {
   // steps). Integer weights (GPTQ's), zero points and post-Softmax quantizers stay; what is
   // learned lands in the file's float parameters (scales, w_scale, bias, LN affine), so the
   // format and executor are unchanged. Steps per block; 0 = off; runs only when some
-  // activation site has <= 5 bits (kMaxReconBits).
+  // activation site has <= 5 bits (kMaxReconBits) and the calibration set has at least 512
+  // token rows (kMinReconRows: 11 images of the bundled models; fewer overfit).
   int recon_iters = 200;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
