@@ -36,7 +36,8 @@ int run_inspect(InspectArgs& a) {
   SafeTensorsFile f = SafeTensorsFile::open(a.file);
   size_t bytes = 0;
   for (const auto& t : f.tensors()) bytes += t.nbytes;
-  const bool quant = f.meta_str("format", "") == "reparq-quant-1";
+  const std::string fmt = f.meta_str("format", "");
+  const bool quant = fmt == "reparq-quant-1" || fmt == "reparq-quant-2";
   if (a.c.json) {
     nlohmann::json j = {{"file", a.file}, {"kind", quant ? "reparq-quant" : "safetensors"},
                         {"tensors", f.tensors().size()}, {"tensor_bytes", bytes}, {"metadata", f.metadata()}};

@@ -43,7 +43,7 @@ def i32(v):
     return struct.pack(f"<{len(v)}i", *v)
 
 
-def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, classes=3, depth=1, kind=2, sbits=4):
+def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, classes=3, depth=1, kind=2, sbits=4, gelu_mul=False):
     T = (image // patch) ** 2 + 1
     P = patch * patch
     lo, hi = -(1 << (wbits - 1)), (1 << (wbits - 1)) - 1
@@ -91,10 +91,12 @@ def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, 
         ts.append((p + "norm2.bias", "F32", [dim], f32([0.0] * dim)))
         linear(p + "mlp.fc1", mlp, dim)
         linear(p + "mlp.fc2", dim, mlp)
+        if gelu_mul:  # format version 2: the GELU output multiplier
+            ts.append((p + "mlp.fc2.input_mul", "F32", [mlp], f32([0.5 + 0.25 * (n % 4) for n in range(mlp)])))
     ts.append(("norm.weight", "F32", [dim], f32([1.0] * dim)))
     ts.append(("norm.bias", "F32", [dim], f32([0.0] * dim)))
     linear("head", classes, dim)
-    meta = {"format": "reparq-quant-1", "arch": "seed", "image_size": str(image), "patch_size": str(patch),
+    meta = {"format": "reparq-quant-2" if gelu_mul else "reparq-quant-1", "arch": "seed", "image_size": str(image), "patch_size": str(patch),
             "in_chans": "1", "embed_dim": str(dim), "depth": str(depth), "num_heads": str(heads),
             "mlp_hidden": str(mlp), "num_classes": str(classes), "ln_eps": "1e-06", "mean": "0.286",
             "std": "0.353"}
@@ -131,6 +133,7 @@ def main():
     put("qmodel", "tiny_w4a4", qmodel(4, 4, rng, kind=1, sbits=3))
     put("qmodel", "tiny_w6a6_2blocks", qmodel(6, 6, rng, depth=2, kind=3, sbits=4, mlp=16))
     put("qmodel", "tiny_w3a8_uniform", qmodel(3, 8, rng, kind=0, sbits=8, heads=1))
+    put("qmodel", "tiny_w4a4_gelu_mul", qmodel(4, 4, rng, kind=1, sbits=4, gelu_mul=True))
     for name in sorted(os.listdir(os.path.join(src, "tests", "data"))):
         if name.endswith(".safetensors"):
             path = os.path.join(src, "tests", "data", name)

@@ -13,6 +13,10 @@ namespace reparq {
 namespace {
 
 const char* const kFormat = "reparq-quant-1";
+// Version 2 = version 1 + the optional GELU output multiplier (mlp.fc2.input_mul). A file is
+// written as version 2 only when it uses the multiplier, so that a reader that does not know
+// the tensor refuses the file instead of ignoring it; version-1 files are unchanged.
+const char* const kFormat2 = "reparq-quant-2";
 const char* const kKinds[] = {"uniform", "log2", "logsqrt2", "tanq"};
 
 int kind_id(const std::string& k) {
@@ -159,7 +163,9 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
   W.f32("norm.bias", m.norm_b);
   W.linear("head", m.head);
   for (const auto& [k, v] : m.metadata) W.w.set_metadata(k, v);
-  W.w.set_metadata("format", kFormat);
+  bool v2 = false;
+  for (const QBlock& b : m.blocks) v2 = v2 || !b.fc2_in_mul.empty();
+  W.w.set_metadata("format", v2 ? kFormat2 : kFormat);
   W.w.set_metadata("arch", m.arch);
   W.w.set_metadata("image_size", std::to_string(m.image_size));
   W.w.set_metadata("patch_size", std::to_string(m.patch));
@@ -177,7 +183,8 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
 
 bool is_quant_model_file(const std::string& path) {
   SafeTensorsFile f = SafeTensorsFile::open(path);
-  return f.meta_str("format", "") == kFormat;
+  const std::string fmt = f.meta_str("format", "");
+  return fmt == kFormat || fmt == kFormat2;
 }
 
 QuantModel load_quant_model(const std::string& path) { return load_quant_model(SafeTensorsFile::open(path)); }
@@ -186,9 +193,9 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
   const std::string& path = f.path();
   Reader R{f, path};
   std::string fmt = f.meta_str("format", "");
-  if (fmt != kFormat)
+  if (fmt != kFormat && fmt != kFormat2)
     R.fail(fmt.empty() ? "not a reparq quantized model (no 'format' metadata; a float model? quantize it first)"
-                       : "format '" + fmt + "' is not supported (expected " + kFormat + ")");
+                       : "format '" + fmt + "' is not supported (expected " + kFormat + " or " + kFormat2 + ")");
   QuantModel m;
   m.metadata = f.metadata();
   m.arch = f.meta_str("arch", "vit");
@@ -251,6 +258,7 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
     b.fc1 = R.linear(p + "mlp.fc1", H, D);
     b.fc2 = R.linear(p + "mlp.fc2", D, H);
     if (f.find(p + "mlp.fc2.input_mul")) {
+      bad(fmt != kFormat2, "'" + p + "mlp.fc2.input_mul' needs format " + kFormat2 + " (the file says " + fmt + ")");
       b.fc2_in_mul = R.f32(p + "mlp.fc2.input_mul", {H});
       for (float v : b.fc2_in_mul)
         bad(!(v > 0) || !std::isfinite(v), "'" + p + "mlp.fc2.input_mul' must hold positive finite multipliers, found " + num(v));

@@ -813,6 +813,7 @@ TEST(QuantModelFile, GeluMultiplierRoundTripAndRejections) {
   const QuantModel m = make_model(c, 32);
   const std::string good = tmp_path("gmul"), bad = tmp_path("gmul_bad");
   save_quant_model(m, good);
+  EXPECT_EQ(SafeTensorsFile::open(good).meta_str("format", ""), "reparq-quant-2") << "a file with the multiplier is version 2";
   const QuantModel l = load_quant_model(good);
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     ASSERT_EQ(l.blocks[i].fc2_in_mul.size(), size_t(c.mlp));
@@ -830,6 +831,9 @@ TEST(QuantModelFile, GeluMultiplierRoundTripAndRejections) {
     return true;
   });
   expect_rejected(bad, "dtype");
+  // The multiplier in a version-1 file: refused (an old reader would ignore it).
+  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-1"; });
+  expect_rejected(bad, "needs format reparq-quant-2");
   std::remove(good.c_str());
   std::remove(bad.c_str());
 }
