@@ -499,8 +499,20 @@ class Pipeline {
     torch::optim::Adam opt(params, torch::optim::AdamOptions(kReconLr));
     SiteQuant fq = [&](Site site, const torch::Tensor& x, const ActQuant& q) {
       const int i = int(std::find(std::begin(sites), std::end(sites), site) - std::begin(sites));
-      torch::Tensor y = lsq_fake_quant(x, q.scale * ls[i].exp(), q.zero, q.qmax());
-      return y;
+      return lsq_fake_quant(x, q.scale * ls[i].exp(), q.zero, q.qmax());
+    };
+    // Block s with the learned gains, biases, LayerNorm affines and multiplier applied.
+    auto learned = [&] {
+      SimBlock t = s;
+      SimLinear* tl[] = {&t.qkv, &t.proj, &t.fc1, &t.fc2};
+      for (int i = 0; i < 4; ++i) {
+        tl[i]->weight = lins[i]->weight * gain[i].exp().unsqueeze(1);
+        tl[i]->bias = lins[i]->bias + dbias[i];
+      }
+      t.ln1_w = s.ln1_w * (1 + lnp[0]); t.ln1_b = s.ln1_b + lnp[1];
+      t.ln2_w = s.ln2_w * (1 + lnp[2]); t.ln2_b = s.ln2_b + lnp[3];
+      if (learn_mul) t.fc2_in_mul = mul0 * lmul.exp();
+      return t;
     };
     const int64_t B = xq_.size(0), mb = std::min(B, kReconBatch);
     std::vector<int64_t> order(B);
@@ -512,16 +524,7 @@ class Pipeline {
       }
       const int64_t off = (it % (B / mb)) * mb;
       torch::Tensor idx = torch::from_blob(order.data() + off, {mb}, torch::kInt64).clone();
-      SimBlock t = s;
-      for (int i = 0; i < 4; ++i) {
-        SimLinear* tl[] = {&t.qkv, &t.proj, &t.fc1, &t.fc2};
-        tl[i]->weight = lins[i]->weight * gain[i].exp().unsqueeze(1);
-        tl[i]->bias = lins[i]->bias + dbias[i];
-      }
-      t.ln1_w = s.ln1_w * (1 + lnp[0]); t.ln1_b = s.ln1_b + lnp[1];
-      t.ln2_w = s.ln2_w * (1 + lnp[2]); t.ln2_b = s.ln2_b + lnp[3];
-      if (learn_mul) t.fc2_in_mul = mul0 * lmul.exp();
-      torch::Tensor y = sim_block_forward(t, xq_.index_select(0, idx), sim_.heads, sim_.ln_eps, b, nullptr, fq);
+      torch::Tensor y = sim_block_forward(learned(), xq_.index_select(0, idx), sim_.heads, sim_.ln_eps, b, nullptr, fq);
       torch::Tensor loss = (y - target.index_select(0, idx)).pow(2).mean();
       opt.zero_grad();
       loss.backward();
@@ -536,20 +539,18 @@ class Pipeline {
     set_scale(4, *s.proj.input, qb.proj.input);
     set_scale(5, *s.fc1.input, qb.fc1.input);
     set_scale(6, *s.fc2.input, qb.fc2.input);
+    const SimBlock t = learned();
     for (int i = 0; i < 4; ++i) {
-      torch::Tensor g = gain[i].exp();
-      lins[i]->weight = lins[i]->weight * g.unsqueeze(1);
-      lins[i]->bias = lins[i]->bias + dbias[i];
-      const float* gp = g.data_ptr<float>();
-      for (size_t n = 0; n < qls[i]->w_scale.size(); ++n) qls[i]->w_scale[n] *= gp[n];
-      qls[i]->bias = to_vec(lins[i]->bias);
+      const torch::Tensor g = gain[i].exp();
+      for (size_t n = 0; n < qls[i]->w_scale.size(); ++n) qls[i]->w_scale[n] *= g.data_ptr<float>()[n];
     }
-    s.ln1_w = s.ln1_w * (1 + lnp[0]); s.ln1_b = s.ln1_b + lnp[1];
-    s.ln2_w = s.ln2_w * (1 + lnp[2]); s.ln2_b = s.ln2_b + lnp[3];
+    s.qkv = t.qkv; s.proj = t.proj; s.fc1 = t.fc1; s.fc2 = t.fc2;   // t has set_scale's input scales
+    s.ln1_w = t.ln1_w; s.ln1_b = t.ln1_b; s.ln2_w = t.ln2_w; s.ln2_b = t.ln2_b;
+    for (int i = 0; i < 4; ++i) qls[i]->bias = to_vec(lins[i]->bias);
     qb.ln1_w = to_vec(s.ln1_w); qb.ln1_b = to_vec(s.ln1_b);
     qb.ln2_w = to_vec(s.ln2_w); qb.ln2_b = to_vec(s.ln2_b);
     if (learn_mul) {
-      s.fc2_in_mul = mul0 * lmul.exp();
+      s.fc2_in_mul = t.fc2_in_mul;
       qb.fc2_in_mul = to_vec(s.fc2_in_mul);
     }
     xq_ = sim_block_forward(s, xq_, sim_.heads, sim_.ln_eps, b);
