@@ -148,14 +148,16 @@ std::vector<int64_t> read_idx(const std::string& path, int expected_magic, std::
       fail(path, "dimensions promise more than " + std::to_string(kMaxIdxBytes) + " bytes");
   }
 
-  // Grow the buffer as the data arrives, in chunks: a 20-byte file whose dimensions promise
-  // 4 GB fails at its end instead of making us allocate 4 GB first (found by fuzz/fuzz_idx).
-  constexpr size_t kChunk = size_t{64} << 20;
+  // Grow the buffer as the data arrives, never by more than what has arrived so far (between
+  // 1 MB and 64 MB at a time): a 20-byte file whose dimensions promise 4 GB fails at its end
+  // after allocating and zeroing 1 MB, not 4 GB (found by fuzz/fuzz_idx) or 64 MB (which made
+  // every such input cost milliseconds).
+  constexpr size_t kMinChunk = size_t{1} << 20, kMaxChunk = size_t{64} << 20;
   out->clear();
-  out->reserve(static_cast<size_t>(std::min<uint64_t>(total, kChunk)));
   size_t got = 0;
   while (got < total) {
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(total - got, kChunk));
+    const size_t chunk = std::min(std::max(got, kMinChunk), kMaxChunk);
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(total - got, chunk));
     out->resize(got + want);
     const size_t r = read_some(f.get(), out->data() + got, want, path);
     got += r;
