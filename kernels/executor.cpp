@@ -2,7 +2,9 @@
 //
 // Per block, for a batch of B images (T tokens, D dims, heads of hd):
 //   LN1 (+ residual of the previous block, fused) -> u8 codes       row ops, parallel over rows
-//   qkv GEMM (float) -> q codes [B*T, D], k values per head [T, hd], v^T per head [hd, T]
+//   qkv GEMM as three GEMMs (q, k, v thirds of its weights) with the u8 epilogue -> q codes,
+//       k and v codes [B*T, D] (k, v then offset in place to code - 2^(bits-1), the s8 values
+//       the attention GEMMs take as weights); in the last block q of the class tokens only
 //   attention per (image, head): repack k (T channels x hd) straight from kvals, S = q k^T
 //       (GEMM, float), softmax -> LUT levels, repack v^T (hd channels x T) straight from vvals,
 //       O = levels x v (GEMM, u8 epilogue = proj.input codes)              parallel over pairs
@@ -36,11 +38,12 @@ using Clock = std::chrono::steady_clock;
 
 struct Linear {
   const QLinear* q = nullptr;
+  int64_t row0 = 0;  // first output channel of q this Linear computes (q, k, v of attn.qkv)
   PackedWeights w;
 };
 
 struct Block {
-  Linear qkv, proj, fc1, fc2;
+  Linear q, k, v, proj, fc1, fc2;  // q, k, v: the three thirds of attn.qkv
   AttnCoder coder;
   AttnCoder::View coder_view{};
   std::vector<float> sk;          // T copies of k.scale (the S GEMM's per-"channel" scales)
@@ -48,6 +51,13 @@ struct Block {
   std::vector<int32_t> zk;        // T copies of k.zero - 2^(kbits-1)
   std::vector<int32_t> zv;        // hd copies of v.zero - 2^(vbits-1)
 };
+
+// p[i] -= c (mod 256): codes -> two's complement code - c. A function of its own, with locals
+// only: inside the executor's lambdas a byte store may alias the captured sizes, which kept
+// the loop scalar (1 ms per DeiT-S image).
+void subtract_bytes(uint8_t* p, int64_t n, uint8_t c) {
+  for (int64_t i = 0; i < n; ++i) p[i] = uint8_t(p[i] - c);
+}
 
 template <class T>
 void grow(std::vector<T>& v, size_t n) {
@@ -60,7 +70,7 @@ enum Stage : int {
   kPatch, kLn1, kQkvGemm, kQkvSplit, kAttn, kProjGemm, kLn2, kFc1Gemm, kGelu, kFc2Gemm, kHead, kStages
 };
 static const char* const kStageNames[kStages] = {
-    "patch_embed", "ln1+quant", "qkv_gemm", "qkv_split+quant", "attention", "proj_gemm",
+    "patch_embed", "ln1+quant", "qkv_gemm+quant", "kv_offset", "attention", "proj_gemm",
     "residual+ln2+quant", "fc1_gemm", "gelu+quant", "fc2_gemm", "final_ln+head"};
 
 struct Executor::Impl {
@@ -102,6 +112,10 @@ struct Executor::Impl {
   void ensure(int64_t batch);
   void run(const uint8_t* pixels, int64_t batch, float* logits);
   void gemm_float(const Linear& l, const uint8_t* a_codes, int64_t lda, int64_t rows, float* out, int64_t ldo);
+  // GEMM with the u8 epilogue: out = codes of `oq` (gemm.h's Uint8 arithmetic is vo_quantize of
+  // the Float epilogue's value, so the codes equal quant_row of gemm_float's output).
+  void gemm_codes(const Linear& l, const uint8_t* a_codes, int64_t lda, int64_t rows, const ActQuant& oq,
+                  uint8_t* out, int64_t ldo);
   template <class F>
   void rows_parallel(int64_t rows, int64_t grain, F&& f);
   void attention(const Block& b, const QBlock& qb, int64_t batch, bool cls_only);
@@ -132,8 +146,28 @@ void Executor::Impl::gemm_float(const Linear& l, const uint8_t* a_codes, int64_t
   g.out = out;
   g.ldo = ldo;
   g.sa = l.q->input.scale;
-  g.sw = l.q->w_scale.data();
-  g.bias = l.q->bias.data();
+  g.sw = l.q->w_scale.data() + l.row0;
+  g.bias = l.q->bias.data() + l.row0;
+  gemm(l.w, g, pool.get());
+}
+
+void Executor::Impl::gemm_codes(const Linear& l, const uint8_t* a_codes, int64_t lda, int64_t rows,
+                                const ActQuant& oq, uint8_t* out, int64_t ldo) {
+  const QuantParams qp = quant_params(oq);
+  GemmArgs g;
+  g.m = int(rows);
+  g.a = a_codes;
+  g.lda = lda;
+  g.za = l.q->input.zero;
+  g.epilogue = Epilogue::Uint8;
+  g.out = out;
+  g.ldo = ldo;
+  g.sa = l.q->input.scale;
+  g.sw = l.q->w_scale.data() + l.row0;
+  g.bias = l.q->bias.data() + l.row0;
+  g.inv_so = qp.inv_scale;
+  g.zo = qp.zero;
+  g.out_bits = oq.bits;
   gemm(l.w, g, pool.get());
 }
 
@@ -184,11 +218,15 @@ void Executor::Impl::check_model() {
   lin(q.head, q.num_classes, D, "head");
 }
 
-static Linear make_linear(const QLinear& q, Isa isa) {
+// Output channels [row0, row0 + rows) of q (all of them by default).
+static Linear make_linear(const QLinear& q, Isa isa, int64_t row0 = 0, int64_t rows = -1) {
+  if (rows < 0) rows = q.out;
   Linear l;
   l.q = &q;
+  l.row0 = row0;
   const int bits = q.wbits <= 4 ? 4 : 8;
-  l.w = pack_weights(q.w.data(), int(q.out), int(q.in), bits, q.w_zero.data(), isa, q.input.bits);
+  l.w = pack_weights(q.w.data() + row0 * q.in, int(rows), int(q.in), bits, q.w_zero.data() + row0, isa,
+                     q.input.bits);
   return l;
 }
 
@@ -322,17 +360,23 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       });
     }
     lap(kLn1);
-    gemm_float(blk.qkv, a.data(), D, rows, y.data(), 3 * D);
+    // q codes, k and v codes, all [rows, D], straight from the GEMM's u8 epilogue. The last
+    // block needs the class tokens' queries only (rows b*T).
+    if (last)
+      gemm_codes(blk.q, a.data(), T * D, batch, qb.q, qcodes.data(), T * D);
+    else
+      gemm_codes(blk.q, a.data(), D, rows, qb.q, qcodes.data(), D);
+    uint8_t* kcodes = reinterpret_cast<uint8_t*>(kvals.data());
+    uint8_t* vcodes = reinterpret_cast<uint8_t*>(vvals.data());
+    gemm_codes(blk.k, a.data(), D, rows, qb.k, kcodes, D);
+    gemm_codes(blk.v, a.data(), D, rows, qb.v, vcodes, D);
     lap(kQkvGemm);
-    // Split into q codes, k and v values (code - 2^(bits-1)), all [rows, D].
+    // k and v as weights of the attention GEMMs: values code - 2^(bits-1), in place.
     {
-      const QuantParams pq = quant_params(qb.q), pk = quant_params(qb.k), pv = quant_params(qb.v);
-      const int32_t ko = 1 << (qb.k.bits - 1), vo = 1 << (qb.v.bits - 1);
-      rows_parallel(rows, 8, [&](int64_t r) {
-        const float* yr = y.data() + r * 3 * D;
-        ops->quant_row(yr, int(D), pq, qcodes.data() + r * D);
-        ops->quant_row_s8(yr + D, int(D), pk, ko, kvals.data() + r * D);
-        ops->quant_row_s8(yr + 2 * D, int(D), pv, vo, vvals.data() + r * D);
+      const uint8_t ko = uint8_t(1 << (qb.k.bits - 1)), vo = uint8_t(1 << (qb.v.bits - 1));
+      rows_parallel(rows, 16, [&](int64_t r) {
+        subtract_bytes(kcodes + r * D, D, ko);
+        subtract_bytes(vcodes + r * D, D, vo);
       });
     }
     lap(kQkvSplit);
@@ -410,7 +454,9 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     const QBlock& qb = m.blocks[i];
     Block& b = I.blocks[i];
-    b.qkv = make_linear(qb.qkv, isa);
+    b.q = make_linear(qb.qkv, isa, 0, I.D);
+    b.k = make_linear(qb.qkv, isa, I.D, I.D);
+    b.v = make_linear(qb.qkv, isa, 2 * I.D, I.D);
     b.proj = make_linear(qb.proj, isa);
     b.fc1 = make_linear(qb.fc1, isa);
     b.fc2 = make_linear(qb.fc2, isa);
@@ -439,7 +485,7 @@ std::string Executor::kernel_summary() const {
   };
   add(impl_->patch.w);
   for (const Block& b : impl_->blocks) {
-    add(b.qkv.w);
+    add(b.q.w);
     add(b.proj.w);
     add(b.fc1.w);
     add(b.fc2.w);
@@ -451,7 +497,8 @@ std::string Executor::kernel_summary() const {
 
 size_t Executor::packed_weight_bytes() const {
   size_t n = impl_->patch.w.data_bytes + impl_->head.w.data_bytes;
-  for (const Block& b : impl_->blocks) n += b.qkv.w.data_bytes + b.proj.w.data_bytes + b.fc1.w.data_bytes + b.fc2.w.data_bytes;
+  for (const Block& b : impl_->blocks)
+    for (const Linear* l : {&b.q, &b.k, &b.v, &b.proj, &b.fc1, &b.fc2}) n += l->w.data_bytes;
   return n;
 }
 
