@@ -32,6 +32,7 @@ struct QuantArgs {
   int gptq = -1, exact_bias = -1, fold_head = -1, reparam = -1;
   int dual_clip_iters = -1;
   int qk_balance = -1, v_balance = -1, bias_correct = -1, recon = -1, gelu_balance = -1;
+  double recon_drop = -1;
   std::string a8;
   bool no_report = false;
 };
@@ -77,6 +78,7 @@ int run_quantize(QuantArgs& a) {
   if (a.bias_correct >= 0) r.bias_correct = a.bias_correct;
   if (a.v_balance >= 0) r.v_balance = a.v_balance;
   if (a.recon >= 0) r.recon_iters = a.recon;
+  if (a.recon_drop >= 0) r.recon_drop = a.recon_drop;
   if (a.gelu_balance >= 0) r.gelu_balance = a.gelu_balance;
   if (!a.a8.empty()) r.a8_sites = a.a8;
   parse_a8_sites(r.a8_sites);   // validate before loading anything
@@ -167,6 +169,7 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--v-balance", qa.v_balance, "Override: balance v / proj-input channels into proj's weights (1 or 0)")->check(CLI::Range(0, 1));
   q->add_option("--gelu-balance", qa.gelu_balance, "Override: per-channel GELU-output multiplier migrated into fc2 (1 or 0; only at <= 5-bit fc2 inputs)")->check(CLI::Range(0, 1));
   q->add_option("--recon", qa.recon, "Override: block reconstruction Adam steps per block (0 = off; only when some activation site has <= 5 bits)")->check(CLI::Range(0, 100000));
+  q->add_option("--recon-drop", qa.recon_drop, "Override: QDrop probability in block reconstruction (0 = off)")->check(CLI::Range(0.0, 1.0));
   q->add_option("--a8", qa.a8, "Mixed precision: keep these activation sites at 8 bits, comma-separated: qkv,q,k,v,attn,proj,fc1,fc2,head");
   q->add_flag("--no-report", qa.no_report, "Do not write OUT.report.md / OUT.report.json (per-site error table)");
   cmds.push_back({q, [] { return run_quantize(qa); }});

@@ -37,7 +37,7 @@ class Executor {
   size_t workspace_bytes() const;       // activations buffers for the largest batch so far
 
   // Per-stage wall time (seconds, summed over run() calls while profiling is on), in forward
-  // order: patch_embed, ln1+quant, qkv_gemm, ..., final_ln+head. Timing adds a clock read
+  // order: patch_embed, ln1+quant, qkv_gemm+quant, ..., final_ln+head. Timing adds a clock read
   // per stage; results are unchanged.
   void set_profile(bool on);
   std::vector<std::pair<std::string, double>> profile() const;

@@ -70,7 +70,9 @@ std::string Recipe::to_json() const {
     << ",\"qk_balance\":" << (qk_balance ? "true" : "false")
     << ",\"v_balance\":" << (v_balance ? "true" : "false")
     << ",\"gelu_balance\":" << (gelu_balance ? "true" : "false")
-    << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"recon_iters\":" << recon_iters
+    << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"recon_iters\":" << recon_iters;
+  if (recon_drop > 0) o << ",\"recon_drop\":" << recon_drop;
+  o
     << ",\"a8_sites\":\"" << a8_sites << "\"}";
   return o.str();
 }
@@ -497,9 +499,12 @@ class Pipeline {
     torch::Tensor lmul = torch::zeros({mul0.size(0)}, torch::requires_grad());
     if (learn_mul) params.push_back(lmul);
     torch::optim::Adam opt(params, torch::optim::AdamOptions(kReconLr));
+    torch::Generator gen = at::detail::createCPUGenerator(0x9d0 + uint64_t(b));
     SiteQuant fq = [&](Site site, const torch::Tensor& x, const ActQuant& q) {
       const int i = int(std::find(std::begin(sites), std::end(sites), site) - std::begin(sites));
-      return lsq_fake_quant(x, q.scale * ls[i].exp(), q.zero, q.qmax());
+      torch::Tensor xq = lsq_fake_quant(x, q.scale * ls[i].exp(), q.zero, q.qmax());
+      if (r_.recon_drop <= 0) return xq;
+      return torch::where(torch::rand(x.sizes(), gen) < r_.recon_drop, x, xq);
     };
     // Block s with the learned gains, biases, LayerNorm affines and multiplier applied.
     auto learned = [&] {

@@ -72,6 +72,11 @@ struct Recipe {
   // activation site has <= 5 bits (kMaxReconBits) and the calibration set has at least 512
   // token rows (kMinReconRows: 11 images of the bundled models; fewer overfit).
   int recon_iters = 200;
+  // QDrop (Wei et al., ICLR 2022) inside block reconstruction: each activation element keeps
+  // its float value with this probability at every step (else its fake-quantized value), so
+  // the learned parameters do not fit the 32 calibration images' quantization noise only.
+  // 0 = off. Written to the recipe JSON only when nonzero.
+  double recon_drop = 0.0;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
   static Recipe preset(const std::string& method, int wbits, int abits);

@@ -355,6 +355,19 @@ TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
   fs::remove(gpath);
   EXPECT_EQ(gl.blocks[1].fc2_in_mul, g.blocks[1].fc2_in_mul);
   EXPECT_TRUE(torch::equal(SimModel(gl).forward(px200_), SimModel(g).forward(px200_)));
+  // QDrop (Recipe::recon_drop): seeded, so the same recipe gives the same parameters; it
+  // changes what is learned, and still beats no reconstruction; the recipe JSON records it.
+  Recipe rd = Recipe::preset("reparq", 4, 4);
+  rd.recon_drop = 0.2;
+  QuantModel d1 = quantize_model(*model_, *train_, rd, o), d2 = quantize_model(*model_, *train_, rd, o);
+  EXPECT_EQ(d1.blocks[1].fc2.w_scale, d2.blocks[1].fc2.w_scale);
+  EXPECT_EQ(d1.blocks[1].q.scale, d2.blocks[1].q.scale);
+  EXPECT_NE(d1.blocks[1].fc2.w_scale, b.blocks[1].fc2.w_scale);
+  const double ed = rel_err(SimModel(d1).forward(px200_), fl);
+  std::printf("  with QDrop 0.2: %.4f\n", ed);
+  EXPECT_LT(ed, ea);
+  EXPECT_NE(rd.to_json().find("\"recon_drop\":0.2"), std::string::npos);
+  EXPECT_EQ(r.to_json().find("recon_drop"), std::string::npos);
   Recipe r8 = Recipe::preset("reparq", 8, 8), r8r = r8;
   r8r.recon_iters = 200;
   EXPECT_EQ(quantize_model(*model_, *train_, r8, o).blocks[0].q.scale,
