@@ -96,13 +96,29 @@ static inline __mmask16 tail_mask(int r) { return r >= 16 ? static_cast<__mmask1
 
 // ---- row functions ------------------------------------------------------------------------
 
-static void v_gelu_quant(const float* y, int n, const float* mul, QuantParams q, uint8_t* out) {
+// Main loops run whole vectors without masks, two per iteration (GELU) where that helped;
+// the tail is one masked vector. Measured on Zen 5 (one core): GELU 0.735 -> 0.665 ns per
+// element, softmax + codes 1.387 -> 1.318 ns (197 tokens), outputs unchanged.
+static inline __m512 v_gelu(__m512 v) {
+  // v * 0.5f * (1.0f + erf(v * 0.70710678f)), left to right.
   const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), rs2 = _mm512_set1_ps(0.70710678f);
-  for (int i = 0; i < n; i += 16) {
+  return _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, v_erf(_mm512_mul_ps(v, rs2))));
+}
+
+static void v_gelu_quant(const float* y, int n, const float* mul, QuantParams q, uint8_t* out) {
+  int i = 0;
+  for (; i + 32 <= n; i += 32) {
+    __m512 g0 = v_gelu(_mm512_loadu_ps(y + i)), g1 = v_gelu(_mm512_loadu_ps(y + i + 16));
+    if (mul) {
+      g0 = _mm512_mul_ps(g0, _mm512_loadu_ps(mul + i));
+      g1 = _mm512_mul_ps(g1, _mm512_loadu_ps(mul + i + 16));
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm512_cvtepi32_epi8(v_quantize(g0, q)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i + 16), _mm512_cvtepi32_epi8(v_quantize(g1, q)));
+  }
+  for (; i < n; i += 16) {
     const __mmask16 m = tail_mask(n - i);
-    const __m512 v = _mm512_maskz_loadu_ps(m, y + i);
-    // v * 0.5f * (1.0f + erf(v * 0.70710678f)), left to right.
-    __m512 g = _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, v_erf(_mm512_mul_ps(v, rs2))));
+    __m512 g = v_gelu(_mm512_maskz_loadu_ps(m, y + i));
     if (mul) g = _mm512_mul_ps(g, _mm512_maskz_loadu_ps(m, mul + i));
     _mm_mask_storeu_epi8(out + i, m, _mm512_cvtepi32_epi8(v_quantize(g, q)));
   }
@@ -152,22 +168,35 @@ static void v_codes_row(const float* a, int n, const AttnCoder::View* cd, uint8_
 // elements i..i+7 then i+8..i+15 to p[0..7]; masked tails add +0.0, a no-op on sums of values
 // >= +0), combined in vo_reduce8's order; a = e / sum; out = lut[code(a)].
 static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* cd, uint8_t* out) {
+  const int nf = n & ~15;  // whole vectors; then one masked tail vector if n % 16 != 0
+  const __mmask16 mt = tail_mask(n - nf);
   const __m512 inv = _mm512_set1_ps(inv_sqrt_hd);
   __m512 vm = _mm512_set1_ps(-__builtin_inff());
-  for (int j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(n - j);
-    const __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv);
-    _mm512_mask_storeu_ps(s + j, m, t);
-    vm = _mm512_mask_max_ps(vm, m, t, vm);  // t > vm ? t : vm on the valid lanes
+  for (int j = 0; j < nf; j += 16) {
+    const __m512 t = _mm512_mul_ps(_mm512_loadu_ps(s + j), inv);
+    _mm512_storeu_ps(s + j, t);
+    vm = _mm512_max_ps(t, vm);  // t > vm ? t : vm
+  }
+  if (nf < n) {
+    const __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(mt, s + nf), inv);
+    _mm512_mask_storeu_ps(s + nf, mt, t);
+    vm = _mm512_mask_max_ps(vm, mt, t, vm);  // on the valid lanes only
   }
   const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
   __m512d p = _mm512_setzero_pd();
-  for (int j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(n - j);
-    const __m512 e = _mm512_maskz_mov_ps(m, v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j), mx)));
-    _mm512_mask_storeu_ps(s + j, m, e);
+  auto add8x2 = [&p](__m512 e) {
     p = _mm512_add_pd(p, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
     p = _mm512_add_pd(p, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+  };
+  for (int j = 0; j < nf; j += 16) {
+    const __m512 e = v_exp(_mm512_sub_ps(_mm512_loadu_ps(s + j), mx));
+    _mm512_storeu_ps(s + j, e);
+    add8x2(e);
+  }
+  if (nf < n) {
+    const __m512 e = _mm512_maskz_mov_ps(mt, v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(mt, s + nf), mx)));
+    _mm512_mask_storeu_ps(s + nf, mt, e);
+    add8x2(e);
   }
   // ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)).
   const __m256d q = _mm256_add_pd(_mm512_castpd512_pd256(p), _mm512_extractf64x4_pd(p, 1));
@@ -182,18 +211,18 @@ static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     const long long* table = reinterpret_cast<const long long*>(cd->key_entry);
-    for (int j = 0; j < n; j += 16) {
-      const __mmask16 m = tail_mask(n - j);
-      const __m512 a = _mm512_div_ps(_mm512_maskz_loadu_ps(m, s + j), sum);
+    auto levels = [&](__m512 a) {  // 16 levels, in the low bytes of the lanes
       __m512i key = _mm512_sra_epi32(_mm512_castps_si512(a), shift);
       key = _mm512_sub_epi32(_mm512_min_epi32(_mm512_max_epi32(key, kmin), kmax), kmin);
       const __m512i g0 = _mm512_i32gather_epi64(_mm512_castsi512_si256(key), table, 8);
       const __m512i g1 = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(key, 1), table, 8);
       const __m512 thr = _mm512_castsi512_ps(_mm512_permutex2var_epi32(g0, even, g1));
-      __m512i lv = _mm512_permutex2var_epi32(g0, odd, g1);
-      lv = _mm512_mask_srli_epi32(lv, _mm512_cmp_ps_mask(a, thr, _CMP_LT_OQ), lv, 8);
-      _mm_mask_storeu_epi8(out + j, m, _mm512_cvtepi32_epi8(lv));  // the low byte
-    }
+      const __m512i lv = _mm512_permutex2var_epi32(g0, odd, g1);
+      return _mm512_cvtepi32_epi8(_mm512_mask_srli_epi32(lv, _mm512_cmp_ps_mask(a, thr, _CMP_LT_OQ), lv, 8));
+    };
+    for (int j = 0; j < nf; j += 16)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), levels(_mm512_div_ps(_mm512_loadu_ps(s + j), sum)));
+    if (nf < n) _mm_mask_storeu_epi8(out + nf, mt, levels(_mm512_div_ps(_mm512_maskz_loadu_ps(mt, s + nf), sum)));
     return;
   }
   const int32_t* lut = cd->lut;
