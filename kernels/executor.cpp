@@ -355,8 +355,13 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     // LN1 -> codes (the previous block's fc2 residual was added already).
     {
       const QuantParams qp = quant_params(qb.qkv.input);
-      rows_parallel(rows, 8, [&](int64_t r) {
-        ops->layernorm_quant(x.data() + r * D, int(D), qb.ln1_w.data(), qb.ln1_b.data(), eps, qp, a.data() + r * D);
+      rows_parallel((rows + 1) / 2, 4, [&](int64_t pr) {  // pairs of rows (layernorm_quant2)
+        const int64_t r = 2 * pr;
+        if (r + 1 < rows)
+          ops->layernorm_quant2(x.data() + r * D, x.data() + (r + 1) * D, int(D), qb.ln1_w.data(), qb.ln1_b.data(),
+                                eps, qp, a.data() + r * D, a.data() + (r + 1) * D);
+        else
+          ops->layernorm_quant(x.data() + r * D, int(D), qb.ln1_w.data(), qb.ln1_b.data(), eps, qp, a.data() + r * D);
       });
     }
     lap(kLn1);
@@ -390,11 +395,19 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     lap(kProjGemm);
     {
       const QuantParams qp = quant_params(qb.fc1.input);
-      rows_parallel(n_rows, 8, [&](int64_t r) {
-        float* xr = x.data() + r * row_step * D;
-        const float* yr = y.data() + r * D;
-        for (int64_t j = 0; j < D; ++j) xr[j] = xr[j] + yr[j];
-        ops->layernorm_quant(xr, int(D), qb.ln2_w.data(), qb.ln2_b.data(), eps, qp, a.data() + r * D);
+      rows_parallel((n_rows + 1) / 2, 4, [&](int64_t pr) {  // pairs of rows (layernorm_quant2)
+        const int64_t r = 2 * pr, nr = std::min<int64_t>(2, n_rows - r);
+        float* xr[2];
+        for (int64_t i = 0; i < nr; ++i) {
+          xr[i] = x.data() + (r + i) * row_step * D;
+          const float* yr = y.data() + (r + i) * D;
+          for (int64_t j = 0; j < D; ++j) xr[i][j] = xr[i][j] + yr[j];
+        }
+        if (nr == 2)
+          ops->layernorm_quant2(xr[0], xr[1], int(D), qb.ln2_w.data(), qb.ln2_b.data(), eps, qp, a.data() + r * D,
+                                a.data() + (r + 1) * D);
+        else
+          ops->layernorm_quant(xr[0], int(D), qb.ln2_w.data(), qb.ln2_b.data(), eps, qp, a.data() + r * D);
       });
     }
     lap(kLn2);

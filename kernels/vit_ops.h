@@ -75,6 +75,11 @@ struct VitRowOps {
   // out[i] = quantize(LayerNorm(x)[i]), i < n.
   void (*layernorm_quant)(const float* x, int n, const float* w, const float* b, float eps,
                           QuantParams q, uint8_t* out);
+  // Two rows at once: exactly layernorm_quant(x0 -> out0) and layernorm_quant(x1 -> out1). The
+  // Avx512Vnni version interleaves the two rows' reductions, whose fixed summation order
+  // (8 partial sums in double) makes each row's a chain of dependent additions.
+  void (*layernorm_quant2)(const float* x0, const float* x1, int n, const float* w, const float* b,
+                           float eps, QuantParams q, uint8_t* out0, uint8_t* out1);
   // s: n raw scores (overwritten with scratch values); out[j] = lut[code(softmax(s*inv)_j)].
   void (*softmax_levels)(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* coder, uint8_t* out);
   // out[i] = quantize(gelu(y[i]) * mul[i]); mul may be null (no multiplier).

@@ -131,6 +131,12 @@ static void vo_layernorm_quant(const float* x, int n, const float* w, const floa
   }
 }
 
+static void vo_layernorm_quant2(const float* x0, const float* x1, int n, const float* w, const float* b,
+                                float eps, QuantParams q, uint8_t* out0, uint8_t* out1) {
+  vo_layernorm_quant(x0, n, w, b, eps, q, out0);
+  vo_layernorm_quant(x1, n, w, b, eps, q, out1);
+}
+
 static inline int vo_code(float a, const AttnCoder::View* cd) {
   int32_t key = vo_float_to_bits(a) >> cd->shift;
   key = key < cd->key_min ? cd->key_min : key;
@@ -198,5 +204,5 @@ static void vo_erf_row(const float* x, int n, float* out) {
 }
 
 static const VitRowOps vo_table = {
-    VO_NAME, vo_layernorm_quant, vo_softmax_levels, vo_gelu_quant, vo_quant_row, vo_quant_row_s8, vo_exp_row, vo_erf_row, vo_codes_row,
+    VO_NAME, vo_layernorm_quant, vo_layernorm_quant2, vo_softmax_levels, vo_gelu_quant, vo_quant_row, vo_quant_row_s8, vo_exp_row, vo_erf_row, vo_codes_row,
 };

@@ -161,6 +161,73 @@ static void v_codes_row(const float* a, int n, const AttnCoder::View* cd, uint8_
   }
 }
 
+// vo_reduce8 of 8 double partial sums: ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)).
+static inline double v_reduce8(__m512d p) {
+  const __m256d q = _mm256_add_pd(_mm512_castpd512_pd256(p), _mm512_extractf64x4_pd(p, 1));
+  const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(q), _mm256_extractf128_pd(q, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(r, _mm_unpackhi_pd(r, r)));
+}
+
+// p[0..7] += the 16 floats of v as doubles, elements 0..7 then 8..15 (vo_sum8's order).
+static inline __m512d v_add8x2(__m512d p, __m512 v) {
+  p = _mm512_add_pd(p, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+  return _mm512_add_pd(p, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+// p[0..7] += d*d (double) for d = (double)(v - m) (a float subtraction), same order.
+static inline __m512d v_addsq8x2(__m512d p, __m512 d) {
+  const __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(d));
+  const __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(d), 1)));
+  p = _mm512_add_pd(p, _mm512_mul_pd(lo, lo));
+  return _mm512_add_pd(p, _mm512_mul_pd(hi, hi));
+}
+
+// vo_layernorm_quant on two rows, their sums interleaved. Sums: vo_sum8 / vo_sumsq8 (masked
+// tail lanes add +0.0: the partial sums start at +0 and so are never -0, and +0 is a no-op);
+// y = (x - mean) / sd * w + b, left to right; quantized as vo_quantize.
+static void v_layernorm_quant2(const float* x0, const float* x1, int n, const float* w, const float* b,
+                               float eps, QuantParams q, uint8_t* out0, uint8_t* out1) {
+  const int nf = n & ~15;
+  const __mmask16 mt = tail_mask(n - nf);
+  __m512d p0 = _mm512_setzero_pd(), p1 = _mm512_setzero_pd();
+  for (int j = 0; j < nf; j += 16) {
+    p0 = v_add8x2(p0, _mm512_loadu_ps(x0 + j));
+    p1 = v_add8x2(p1, _mm512_loadu_ps(x1 + j));
+  }
+  if (nf < n) {
+    p0 = v_add8x2(p0, _mm512_maskz_loadu_ps(mt, x0 + nf));
+    p1 = v_add8x2(p1, _mm512_maskz_loadu_ps(mt, x1 + nf));
+  }
+  const float mean0 = static_cast<float>(v_reduce8(p0) / static_cast<double>(n));
+  const float mean1 = static_cast<float>(v_reduce8(p1) / static_cast<double>(n));
+  const __m512 m0 = _mm512_set1_ps(mean0), m1 = _mm512_set1_ps(mean1);
+  p0 = _mm512_setzero_pd();
+  p1 = _mm512_setzero_pd();
+  for (int j = 0; j < nf; j += 16) {
+    p0 = v_addsq8x2(p0, _mm512_sub_ps(_mm512_loadu_ps(x0 + j), m0));
+    p1 = v_addsq8x2(p1, _mm512_sub_ps(_mm512_loadu_ps(x1 + j), m1));
+  }
+  if (nf < n) {  // masked lanes: d = 0
+    p0 = v_addsq8x2(p0, _mm512_maskz_sub_ps(mt, _mm512_maskz_loadu_ps(mt, x0 + nf), m0));
+    p1 = v_addsq8x2(p1, _mm512_maskz_sub_ps(mt, _mm512_maskz_loadu_ps(mt, x1 + nf), m1));
+  }
+  const float var0 = static_cast<float>(v_reduce8(p0) / static_cast<double>(n));
+  const float var1 = static_cast<float>(v_reduce8(p1) / static_cast<double>(n));
+  const __m512 sd0 = _mm512_set1_ps(__builtin_sqrtf(var0 + eps)), sd1 = _mm512_set1_ps(__builtin_sqrtf(var1 + eps));
+  auto norm = [&](__m512 x, __m512 m, __m512 sd, __m512 wv, __m512 bv) {
+    return _mm512_cvtepi32_epi8(v_quantize(_mm512_add_ps(_mm512_mul_ps(_mm512_div_ps(_mm512_sub_ps(x, m), sd), wv), bv), q));
+  };
+  for (int j = 0; j < nf; j += 16) {
+    const __m512 wv = _mm512_loadu_ps(w + j), bv = _mm512_loadu_ps(b + j);
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out0 + j), norm(_mm512_loadu_ps(x0 + j), m0, sd0, wv, bv));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out1 + j), norm(_mm512_loadu_ps(x1 + j), m1, sd1, wv, bv));
+  }
+  if (nf < n) {
+    const __m512 wv = _mm512_maskz_loadu_ps(mt, w + nf), bv = _mm512_maskz_loadu_ps(mt, b + nf);
+    _mm_mask_storeu_epi8(out0 + nf, mt, norm(_mm512_maskz_loadu_ps(mt, x0 + nf), m0, sd0, wv, bv));
+    _mm_mask_storeu_epi8(out1 + nf, mt, norm(_mm512_maskz_loadu_ps(mt, x1 + nf), m1, sd1, wv, bv));
+  }
+}
+
 // vo_softmax_levels: t = s * inv (stored), m = max t (lanes fold with t > m ? t : m, so NaNs
 // are skipped as in the scalar fold; the maximum of non-NaN floats does not depend on the order,
 // and a +-0 difference cannot change exp(t - m)); e = exp(t - m) (stored); the sum in double
@@ -184,25 +251,17 @@ static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder
   }
   const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
   __m512d p = _mm512_setzero_pd();
-  auto add8x2 = [&p](__m512 e) {
-    p = _mm512_add_pd(p, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
-    p = _mm512_add_pd(p, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
-  };
   for (int j = 0; j < nf; j += 16) {
     const __m512 e = v_exp(_mm512_sub_ps(_mm512_loadu_ps(s + j), mx));
     _mm512_storeu_ps(s + j, e);
-    add8x2(e);
+    p = v_add8x2(p, e);
   }
   if (nf < n) {
     const __m512 e = _mm512_maskz_mov_ps(mt, v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(mt, s + nf), mx)));
     _mm512_mask_storeu_ps(s + nf, mt, e);
-    add8x2(e);
+    p = v_add8x2(p, e);
   }
-  // ((p0 + p4) + (p2 + p6)) + ((p1 + p5) + (p3 + p7)).
-  const __m256d q = _mm256_add_pd(_mm512_castpd512_pd256(p), _mm512_extractf64x4_pd(p, 1));
-  const __m128d r = _mm_add_pd(_mm256_castpd256_pd128(q), _mm256_extractf128_pd(q, 1));
-  const double total = _mm_cvtsd_f64(_mm_add_sd(r, _mm_unpackhi_pd(r, r)));
-  const __m512 sum = _mm512_set1_ps(static_cast<float>(total));
+  const __m512 sum = _mm512_set1_ps(static_cast<float>(v_reduce8(p)));
   if (cd->key_entry != nullptr) {
     // steps <= 1: one 64-bit gather per 8 values brings the threshold and both candidate levels
     // (vit_ops.h, AttnCoder::key_entry); level = a < threshold ? high byte : low byte.
@@ -235,7 +294,7 @@ static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder
 }
 
 static const VitRowOps v_table = {
-    "avx512", vo_layernorm_quant, v_softmax_levels, v_gelu_quant, vo_quant_row, vo_quant_row_s8,
+    "avx512", vo_layernorm_quant, v_layernorm_quant2, v_softmax_levels, v_gelu_quant, vo_quant_row, vo_quant_row_s8,
     v_exp_row, v_erf_row, v_codes_row,
 };
 }  // namespace vitops_avx512

@@ -488,6 +488,16 @@ TEST(VitRowOps, BitIdenticalAcrossIsas) {
         ref.layernorm_quant(x.data(), n, w.data(), b.data(), 1e-6f, q, o1.data());
         ops.layernorm_quant(x.data(), n, w.data(), b.data(), 1e-6f, q, o2.data());
         EXPECT_EQ(o1, o2) << isa_name(isa) << " layernorm n=" << n;
+        {  // two rows at once (the second row: x reversed and shifted) = two single rows
+          std::vector<float> x1(x.rbegin(), x.rend());
+          for (float& v : x1) v = v * 0.5f - 1.0f;
+          std::vector<uint8_t> r0(n), r1(n), t0(n, 0xEE), t1(n, 0xEE);
+          ref.layernorm_quant(x.data(), n, w.data(), b.data(), 1e-6f, q, r0.data());
+          ref.layernorm_quant(x1.data(), n, w.data(), b.data(), 1e-6f, q, r1.data());
+          ops.layernorm_quant2(x.data(), x1.data(), n, w.data(), b.data(), 1e-6f, q, t0.data(), t1.data());
+          EXPECT_EQ(r0, t0) << isa_name(isa) << " layernorm2 row 0 n=" << n;
+          EXPECT_EQ(r1, t1) << isa_name(isa) << " layernorm2 row 1 n=" << n;
+        }
         ref.gelu_quant(x.data(), n, nullptr, q, o1.data());
         ops.gelu_quant(x.data(), n, nullptr, q, o2.data());
         EXPECT_EQ(o1, o2) << isa_name(isa) << " gelu n=" << n;
@@ -567,6 +577,15 @@ TEST(VitRowOps, VectorTwinsBitIdenticalAtEdges) {
         ref.gelu_quant(x.data(), len, e1.data(), q, o1.data());   // exp values as multipliers
         ops.gelu_quant(x.data(), len, e1.data(), q, o2.data());
         EXPECT_EQ(o1, o2) << isa_name(isa) << " gelu with multiplier len " << len;
+        // LayerNorm, two rows (the special values, then the random tail as a second row):
+        // NaN / inf rows included; each equals the reference on its own.
+        const float* xb = x.data() + (n - len);
+        std::vector<uint8_t> r1(len), t0(len, 0xEE), t1(len, 0xEE);
+        ref.layernorm_quant(x.data(), len, e1.data(), e2.data(), 1e-6f, q, o1.data());
+        ref.layernorm_quant(xb, len, e1.data(), e2.data(), 1e-6f, q, r1.data());
+        ops.layernorm_quant2(x.data(), xb, len, e1.data(), e2.data(), 1e-6f, q, t0.data(), t1.data());
+        EXPECT_TRUE(std::equal(t0.begin(), t0.end(), o1.begin())) << isa_name(isa) << " layernorm2 row 0 len " << len;
+        EXPECT_EQ(r1, t1) << isa_name(isa) << " layernorm2 row 1 len " << len;
       }
     }
     // Softmax rows: random scores, with NaN / -inf / huge entries, all equal, tails 1..48.
