@@ -7,7 +7,9 @@
 #     a crash, abort, UBSan report, timeout (> 10 s) or RSS above 2 GB fails the run.
 #   replay (build-fuzz): the CI build; any ASan/UBSan report fails.
 # Usage: scripts/fuzz_long.sh    env RUNS (10000000), TARGETS ("idx safetensors qmodel"),
-#        NICE (19). Prints one summary line per harness; logs in build-fuzz-fast/long-*.log.
+#        NICE (19), WORKERS (1: with N, N processes share the corpus directory, each running
+#        RUNS/N executions; their counts are summed). Prints one summary line per harness;
+#        logs in build-fuzz-fast/long-<harness>[-<worker>].log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
@@ -36,13 +38,25 @@ for t in ${TARGETS:-idx safetensors qmodel}; do
   dirs=("$corpus" "$fast/seeds/$t")
   [ -d "$reg" ] && dirs+=("$reg")
   start=$(date +%s)
-  if ! run "$fast/fuzz/fuzz_$t" -runs="$runs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-       -artifact_prefix="$fast/artifacts/$t-" "${dirs[@]}" >"$fast/long-$t.log" 2>&1; then
-    echo "fuzz_long: FAIL $t (log: $fast/long-$t.log; reproducer in $fast/artifacts/)"; tail -30 "$fast/long-$t.log"
-    status=1; continue
-  fi
+  workers=${WORKERS:-1} pids=() logs=()
+  for w in $(seq 1 "$workers"); do
+    log=$fast/long-$t.log
+    [ "$workers" -gt 1 ] && log=$fast/long-$t-$w.log
+    logs+=("$log")
+    run "$fast/fuzz/fuzz_$t" -runs=$(( runs / workers )) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+      -artifact_prefix="$fast/artifacts/$t-$w-" "${dirs[@]}" >"$log" 2>&1 &
+    pids+=($!)
+  done
+  failed=0
+  for i in "${!pids[@]}"; do
+    if ! wait "${pids[$i]}"; then
+      echo "fuzz_long: FAIL $t (log: ${logs[$i]}; reproducer in $fast/artifacts/)"; tail -30 "${logs[$i]}"
+      failed=1
+    fi
+  done
+  if [ "$failed" -ne 0 ]; then status=1; continue; fi
   secs=$(( $(date +%s) - start ))
-  execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$fast/long-$t.log" | grep -o '[0-9]*$')
+  execs=$(cat "${logs[@]}" | grep -o 'stat::number_of_executed_units: *[0-9]*' | grep -o '[0-9]*$' | awk '{s += $1} END {print s}')
   # Replay every corpus input under ASan+UBSan (one execution each).
   n=$(find "$corpus" -type f | wc -l)
   if ! find "$corpus" -type f -print0 | run xargs -0 -n 500 "$ci/fuzz/fuzz_$t" -runs=0 -rss_limit_mb=2048 \
@@ -50,6 +64,6 @@ for t in ${TARGETS:-idx safetensors qmodel}; do
     echo "fuzz_long: FAIL $t: a corpus input trips ASan/UBSan (log: $fast/replay-$t.log)"; tail -30 "$fast/replay-$t.log"
     status=1; continue
   fi
-  echo "fuzz_long: PASS $t: $execs executions in $secs s (fast build), $n corpus inputs replayed under ASan+UBSan"
+  echo "fuzz_long: PASS $t: $execs executions in $secs s ($workers process(es), fast build), $n corpus inputs replayed under ASan+UBSan"
 done
 exit $status
