@@ -135,36 +135,33 @@ void Executor::Impl::rows_parallel(int64_t rows, int64_t grain, F&& f) {
   }
 }
 
-void Executor::Impl::gemm_float(const Linear& l, const uint8_t* a_codes, int64_t lda, int64_t rows,
-                                float* out, int64_t ldo) {
+// The arguments a Linear's GEMM shares whatever its epilogue: A, its quantizer, weight scales
+// and biases of the Linear's output channels.
+static GemmArgs linear_args(const Linear& l, const uint8_t* a_codes, int64_t lda, int64_t rows, Epilogue e,
+                            void* out, int64_t ldo) {
   GemmArgs g;
   g.m = int(rows);
   g.a = a_codes;
   g.lda = lda;
   g.za = l.q->input.zero;
-  g.epilogue = Epilogue::Float;
+  g.epilogue = e;
   g.out = out;
   g.ldo = ldo;
   g.sa = l.q->input.scale;
   g.sw = l.q->w_scale.data() + l.row0;
   g.bias = l.q->bias.data() + l.row0;
-  gemm(l.w, g, pool.get());
+  return g;
+}
+
+void Executor::Impl::gemm_float(const Linear& l, const uint8_t* a_codes, int64_t lda, int64_t rows,
+                                float* out, int64_t ldo) {
+  gemm(l.w, linear_args(l, a_codes, lda, rows, Epilogue::Float, out, ldo), pool.get());
 }
 
 void Executor::Impl::gemm_codes(const Linear& l, const uint8_t* a_codes, int64_t lda, int64_t rows,
                                 const ActQuant& oq, uint8_t* out, int64_t ldo) {
+  GemmArgs g = linear_args(l, a_codes, lda, rows, Epilogue::Uint8, out, ldo);
   const QuantParams qp = quant_params(oq);
-  GemmArgs g;
-  g.m = int(rows);
-  g.a = a_codes;
-  g.lda = lda;
-  g.za = l.q->input.zero;
-  g.epilogue = Epilogue::Uint8;
-  g.out = out;
-  g.ldo = ldo;
-  g.sa = l.q->input.scale;
-  g.sw = l.q->w_scale.data() + l.row0;
-  g.bias = l.q->bias.data() + l.row0;
   g.inv_so = qp.inv_scale;
   g.zo = qp.zero;
   g.out_bits = oq.bits;
