@@ -88,7 +88,7 @@ struct Executor::Impl {
   int64_t cap = 0;
   std::vector<uint8_t> im2col;     // B*NP x P
   std::vector<float> x;            // B*T x D residual stream
-  std::vector<float> y;            // B*T x max(3D, H, D) GEMM float outputs
+  std::vector<float> y;            // B*T x max(H, D) GEMM float outputs (fc1; proj, fc2)
   std::vector<uint8_t> a;          // B*T x D codes (LN outputs, attention output)
   std::vector<uint8_t> hcodes;     // B*T x H codes (GELU output)
   std::vector<uint8_t> qcodes;     // B*T x D
@@ -232,7 +232,7 @@ void Executor::Impl::ensure(int64_t batch) {
   const int64_t rows = batch * T;
   grow(im2col, size_t(batch * NP * P));
   grow(x, size_t(rows * D));
-  grow(y, size_t(rows * std::max({3 * D, H, D})));
+  grow(y, size_t(rows * std::max(H, D)));
   grow(a, size_t(rows * D));
   grow(hcodes, size_t(rows * H));
   grow(qcodes, size_t(rows * D));
