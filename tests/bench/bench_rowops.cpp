@@ -1,0 +1,101 @@
+// bench_rowops: the executor's float row operations per ISA, at DeiT-S row lengths
+// (docs/PERF.md, "Session 6"): softmax + post-Softmax codes over 197 scores (8-bit uniform
+// coder, as `reparq bench`'s random model), GELU + quantize over 1536 values, LayerNorm +
+// quantize over 384 values one row at a time and two rows at a time (layernorm_quant2).
+// items_per_second gives elements per second. Usage: build/tests/bench_rowops [--benchmark_filter=...]
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu.h"
+#include "kernels/qmodel.h"
+#include "kernels/vit_ops.h"
+
+namespace {
+
+using reparq::Isa;
+
+constexpr int kRows = 197;  // one image's tokens
+
+std::vector<float> random_rows(int n, float sd, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.f, sd);
+  std::vector<float> v(size_t(kRows) * n);
+  for (float& x : v) x = nd(rng);
+  return v;
+}
+
+void bm_softmax(benchmark::State& st, Isa isa) {
+  const reparq::VitRowOps& ops = reparq::vit_row_ops(isa);
+  reparq::AttnQuant at;
+  at.kind = "uniform";
+  at.bits = 8;
+  for (int c = 0; c < 255; ++c) at.thresholds.push_back(float((254.5 - c) / 255.0));
+  for (int c = 0; c < 256; ++c) at.lut.push_back(uint8_t(255 - c));
+  const reparq::AttnCoder cd = reparq::make_attn_coder(at);
+  const reparq::AttnCoder::View v = cd.view();
+  const int n = 197;
+  const std::vector<float> src = random_rows(n, 20.f, 1);
+  std::vector<float> s(src.size());
+  std::vector<uint8_t> out(src.size());
+  for (auto _ : st) {
+    st.PauseTiming();
+    s = src;  // softmax_levels overwrites its scores
+    st.ResumeTiming();
+    for (int r = 0; r < kRows; ++r) ops.softmax_levels(s.data() + size_t(r) * n, n, 0.125f, &v, out.data() + size_t(r) * n);
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetItemsProcessed(st.iterations() * int64_t(kRows) * n);
+}
+
+void bm_gelu(benchmark::State& st, Isa isa) {
+  const reparq::VitRowOps& ops = reparq::vit_row_ops(isa);
+  const int n = 1536;
+  const std::vector<float> y = random_rows(n, 1.5f, 2);
+  std::vector<uint8_t> out(y.size());
+  const reparq::QuantParams q{255.0f / 4, 10, 255};
+  for (auto _ : st) {
+    for (int r = 0; r < kRows; ++r) ops.gelu_quant(y.data() + size_t(r) * n, n, nullptr, q, out.data() + size_t(r) * n);
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetItemsProcessed(st.iterations() * int64_t(kRows) * n);
+}
+
+void bm_layernorm(benchmark::State& st, Isa isa, bool pairs) {
+  const reparq::VitRowOps& ops = reparq::vit_row_ops(isa);
+  const int n = 384;
+  const std::vector<float> x = random_rows(n, 1.5f, 3);
+  const std::vector<float> w(n, 1.1f), b(n, 0.1f);
+  std::vector<uint8_t> out(x.size());
+  const reparq::QuantParams q{255.0f / 6, 128, 255};
+  for (auto _ : st) {
+    int r = 0;
+    if (pairs)
+      for (; r + 1 < kRows; r += 2)
+        ops.layernorm_quant2(x.data() + size_t(r) * n, x.data() + size_t(r + 1) * n, n, w.data(), b.data(), 1e-6f, q,
+                             out.data() + size_t(r) * n, out.data() + size_t(r + 1) * n);
+    for (; r < kRows; ++r)
+      ops.layernorm_quant(x.data() + size_t(r) * n, n, w.data(), b.data(), 1e-6f, q, out.data() + size_t(r) * n);
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.SetItemsProcessed(st.iterations() * int64_t(kRows) * n);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  for (Isa isa : {Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar}) {
+    if (!reparq::isa_available(isa)) continue;
+    const std::string i = reparq::isa_name(isa);
+    benchmark::RegisterBenchmark(("softmax_levels_197/" + i).c_str(), bm_softmax, isa);
+    benchmark::RegisterBenchmark(("gelu_quant_1536/" + i).c_str(), bm_gelu, isa);
+    benchmark::RegisterBenchmark(("layernorm_quant_384/" + i).c_str(), bm_layernorm, isa, false);
+    benchmark::RegisterBenchmark(("layernorm_quant2_384/" + i).c_str(), bm_layernorm, isa, true);
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
