@@ -1,4 +1,4 @@
-// cmd_quant.cpp: `reparq quantize`.
+// cmd_quant.cpp: `reparq calibrate` (streaming statistics) and `reparq quantize`.
 #include <torch/torch.h>
 
 #include <algorithm>
@@ -14,6 +14,7 @@
 #include "apps/commands.h"
 #include "apps/report.h"
 #include "calib/data.h"
+#include "calib/stats.h"
 #include "calib/vit.h"
 #include "kernels/error.h"
 #include "kernels/qmodel.h"
@@ -141,6 +142,49 @@ int run_quantize(QuantArgs& a) {
   return 0;
 }
 
+struct CalibArgs {
+  CommonOptions c;
+  std::string model, out;
+  int64_t calib = 32;
+  uint64_t seed = 0;
+  StatsOptions opt;
+};
+
+int run_calibrate(CalibArgs& a) {
+  apply_common_options(a.c);
+  if (a.calib <= 0) throw UsageError("--calib must be positive");
+  if (a.opt.batch < 1) throw UsageError("--batch must be >= 1");
+  if (a.opt.bins < 2 || a.opt.bins > 65536) throw UsageError("--bins must be in 2..65536");
+  if (!(a.opt.percentile > 50.0 && a.opt.percentile <= 100.0)) throw UsageError("--percentile must be in (50, 100]");
+  Vit fp = Vit::load(a.model);
+  if (!a.out.empty()) check_output_path(a.out);
+  ImageSet tr = load_fashion_mnist(data_dir(a.c.data_dir), true);
+  if (a.calib > tr.count)
+    throw UsageError("--calib " + std::to_string(a.calib) + " is larger than the training set (" + std::to_string(tr.count) + " images)");
+  const std::vector<int64_t> ids = calibration_indices(tr.count, a.calib, a.seed);
+  auto t0 = std::chrono::steady_clock::now();
+  CalibStats cs;
+  try {
+    cs = collect_calib_stats(fp, tr, ids, a.opt);
+  } catch (const InputError& e) {
+    throw InputError(a.model + ": " + e.what());
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  cs.model = a.model;
+  cs.seed = a.seed;
+  if (!a.out.empty()) write_text_atomic(a.out, cs.to_json() + "\n");
+  if (a.c.json) {
+    std::printf("%s\n", cs.to_json().c_str());
+    return 0;
+  }
+  std::printf("%s\n", cs.to_markdown().c_str());
+  std::printf("%lld training images (seed %llu) in batches of %lld, 2 passes, %.2f s; running state %.1f KiB "
+              "(independent of the image count)%s%s\n",
+              static_cast<long long>(cs.images), static_cast<unsigned long long>(a.seed), static_cast<long long>(a.opt.batch),
+              secs, cs.accumulator_bytes / 1024.0, a.out.empty() ? "" : "; wrote ", a.out.c_str());
+  return 0;
+}
+
 }  // namespace
 
 void add_quant_commands(CLI::App& app, CommandList& cmds) {
@@ -173,6 +217,19 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--a8", qa.a8, "Mixed precision: keep these activation sites at 8 bits, comma-separated: qkv,q,k,v,attn,proj,fc1,fc2,head");
   q->add_flag("--no-report", qa.no_report, "Do not write OUT.report.md / OUT.report.json (per-site error table)");
   cmds.push_back({q, [] { return run_quantize(qa); }});
+
+  static CalibArgs ca;
+  auto* c = app.add_subcommand("calibrate", "Stream calibration images through a float model and report per-site statistics");
+  c->footer("Example: reparq calibrate models/vit6x128.safetensors --calib 32 --seed 0 -o out/vit6x128.stats.json");
+  add_common_options(c, ca.c);
+  c->add_option("model", ca.model, "Float model (.safetensors, timm layout)")->required();
+  c->add_option("-o,--out", ca.out, "Write the statistics as JSON (per-channel arrays included)");
+  c->add_option("--calib", ca.calib, "Calibration images (from the training set)")->capture_default_str();
+  c->add_option("--seed", ca.seed, "Seed of the calibration subset")->capture_default_str();
+  c->add_option("--batch", ca.opt.batch, "Images per forward pass")->capture_default_str();
+  c->add_option("--bins", ca.opt.bins, "Histogram bins (per channel at post-LayerNorm sites)")->capture_default_str();
+  c->add_option("--percentile", ca.opt.percentile, "Report the (100 - p) and p percentiles")->capture_default_str();
+  cmds.push_back({c, [] { return run_calibrate(ca); }});
 }
 
 }  // namespace reparq

@@ -30,7 +30,7 @@ void add_common_options(CLI::App* c, CommonOptions& o);
 void apply_common_options(const CommonOptions& o);
 
 void add_model_commands(CLI::App& app, CommandList& cmds);   // train, eval   (cmd_model.cpp)
-void add_quant_commands(CLI::App& app, CommandList& cmds);   // quantize      (cmd_quant.cpp)
+void add_quant_commands(CLI::App& app, CommandList& cmds);   // calibrate, quantize (cmd_quant.cpp)
 void add_exec_commands(CLI::App& app, CommandList& cmds);    // run, bench    (cmd_exec.cpp)
 void add_demo_command(CLI::App& app, CommandList& cmds);     // demo          (cmd_demo.cpp)
 void add_ablate_command(CLI::App& app, CommandList& cmds);   // ablate        (cmd_ablate.cpp)

@@ -184,7 +184,19 @@ expect 1 "--isa=?.*avx9|unknown ISA 'avx9'" -- "$B" run "$G" "$T/img16.pgm" --is
 expect 1 "--topk must be >= 1" -- "$B" run "$G" "$T/img16.pgm" --topk 0                          # U4
 expect 1 "threads" -- "$B" run "$G" "$T/img16.pgm" --threads 1000                                 # U5
 expect 1 "--softmax|softmax" -- "$B" quantize "$M" -o "$T/o.st" --softmax cubic --calib 8 -q     # U6
-rm -f "$T/q.st" "$T/qtrunc.st"
+# calibrate (streaming statistics)
+expect 1 "--calib must be positive" -- "$B" calibrate "$M" --calib 0 -q                            # C1
+expect 1 "larger than the training set" -- "$B" calibrate "$M" --calib 60001 -q                  # C2
+expect 1 "--batch must be >= 1" -- "$B" calibrate "$M" --batch 0 -q                                # C3
+expect 1 "--percentile must be in" -- "$B" calibrate "$M" --percentile 30 -q                       # C4
+expect 1 "--bins must be in" -- "$B" calibrate "$M" --bins 1 -q                                     # C5
+expect 2 "truncated.safetensors" -- "$B" calibrate "$T/truncated.safetensors" -q                   # C6
+expect 2 "no-such-dir/s.json: cannot write" -- "$B" calibrate "$M" -o "$T/no-such-dir/s.json" -q   # C7
+n=$((n + 1))
+if ! "$B" calibrate "$M" --calib 8 --batch 3 -o "$T/s.json" -q >/dev/null 2>&1 || ! grep -q '"reparq-calib-stats-1"' "$T/s.json"; then
+  echo "FAIL: calibrate of the tiny model did not write its statistics"; fail=$((fail + 1))
+fi
+rm -f "$T/q.st" "$T/qtrunc.st" "$T/s.json"
 [ -e "$T/o.st" ] && { echo "FAIL: a failed quantize left $T/o.st behind"; fail=$((fail + 1)); }
 ls "$T" | grep -q '\.tmp\.' && { echo "FAIL: temporary files left behind: $(ls "$T")"; fail=$((fail + 1)); }
 
