@@ -18,7 +18,8 @@
 //                var = (float)(sum8(d*d, products in double) / n);  sd = sqrtf(var + eps);
 //                y = d / sd * w + b   (float: divide, multiply, add), then quantize.
 //   Softmax      t = s * inv_sqrt_hd; m = max t; e = exp_poly(t - m); sum = (float)sum8(e);
-//                a = e / sum; code c = #{i : a < thresholds[i]} (AttnQuant::code); out lut[c].
+//                a = e / sum; code c = #{i : a < thresholds[i]} (AttnQuant::code; 0 for any
+//                NaN, whose sign the bucket key must not see); out lut[c].
 //   GELU         g = y * 0.5f * (1.0f + erf_poly(y * 0.70710678f)), then quantize.
 #pragma once
 #include <cstdint>
@@ -46,17 +47,28 @@ struct AttnCoder {
   //   high 32 bits: (lut[c] & 255) | (lut[c + 1] & 255) << 8 (lut[c] twice when c is the last code).
   // The level is then (a < threshold ? the high byte : the low byte) of the high word.
   std::vector<int64_t> key_entry;
+  // When there are at most 32 codes (bits <= 5, every W4A4 / W3A3 model) and the thresholds
+  // strictly decrease (the loader requires it), for a binary search held in two vector
+  // registers (no table gathers): the thresholds padded with -inf and the levels padded with 0,
+  // 32 each, and L = 2^bits. c = 0; for s = L/2, L/4, ..., 1: c += s if a < thr32[c + s - 1]
+  // (the padded -inf never passes), which is #{i : a < thresholds[i]} = AttnQuant::code.
+  int search_levels = 0;         // L, or 0 when the search is not used
+  std::vector<float> thr32;
+  std::vector<int32_t> lut32;
   struct View {
     int shift, key_min, key_max, steps;
     const int32_t* start;
     const float* thr;
     const int32_t* lut;
     const int64_t* key_entry;     // nullptr when steps > 1
+    int search_levels;            // 0, or L with thr32 / lut32 below
+    const float* thr32;
+    const int32_t* lut32;
   };
   View view() const {
     const bool direct = steps <= 1 && !key_entry.empty();
     return {shift, key_min, key_max, steps, start.data(), thr.data(), lut.data(),
-            direct ? key_entry.data() : nullptr};
+            direct ? key_entry.data() : nullptr, search_levels, thr32.data(), lut32.data()};
   }
 };
 AttnCoder make_attn_coder(const AttnQuant& q);

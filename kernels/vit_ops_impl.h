@@ -137,7 +137,12 @@ static void vo_layernorm_quant2(const float* x0, const float* x1, int n, const f
   vo_layernorm_quant(x1, n, w, b, eps, q, out1);
 }
 
-static inline int vo_code(float a, const AttnCoder::View* cd) {
+// A NaN codes as +inf does (code 0: no threshold t has NaN < t), whatever its sign bit; without
+// this a negative NaN (0/0 on x86) would take the bucket of the smallest values.
+static inline float vo_nan_to_inf(float a) { return a == a ? a : __builtin_inff(); }
+
+static inline int vo_code(float a0, const AttnCoder::View* cd) {
+  const float a = vo_nan_to_inf(a0);
   int32_t key = vo_float_to_bits(a) >> cd->shift;
   key = key < cd->key_min ? cd->key_min : key;
   key = key > cd->key_max ? cd->key_max : key;
@@ -167,7 +172,7 @@ static void vo_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCode
     const int32_t* start = cd->start;
     const int shift = cd->shift, kmin = cd->key_min, kmax = cd->key_max;
     for (int j = 0; j < n; ++j) {
-      const float a = s[j];
+      const float a = vo_nan_to_inf(s[j]);
       int32_t key = vo_float_to_bits(a) >> shift;
       key = key < kmin ? kmin : key;
       key = key > kmax ? kmax : key;

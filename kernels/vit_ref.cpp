@@ -86,6 +86,15 @@ AttnCoder make_attn_coder(const AttnQuant& q) {
       best.key_entry[key] = int64_t((uint64_t(lv0 | (lv1 << 8)) << 32) | thr_bits);
     }
   }
+  bool decreasing = true;
+  for (size_t i = 1; i < q.thresholds.size(); ++i) decreasing = decreasing && q.thresholds[i] < q.thresholds[i - 1];
+  if (L <= 32 && decreasing) {
+    best.search_levels = L;
+    best.thr32.assign(32, -inf);
+    std::copy(q.thresholds.begin(), q.thresholds.end(), best.thr32.begin());
+    best.lut32.assign(32, 0);
+    std::copy(q.lut.begin(), q.lut.end(), best.lut32.begin());
+  }
   return best;
 }
 

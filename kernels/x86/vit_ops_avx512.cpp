@@ -139,7 +139,13 @@ static void v_erf_row(const float* x, int n, float* out) {
 }
 
 // vo_code on 16 lanes: bucket start from the key, then `steps` threshold comparisons.
-static inline __m512i v_code(__m512 a, const AttnCoder::View* cd) {
+// vo_nan_to_inf.
+static inline __m512 v_nan_to_inf(__m512 a) {
+  return _mm512_mask_mov_ps(a, _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q), _mm512_set1_ps(__builtin_inff()));
+}
+
+static inline __m512i v_code(__m512 a0, const AttnCoder::View* cd) {
+  const __m512 a = v_nan_to_inf(a0);
   __m512i key = _mm512_sra_epi32(_mm512_castps_si512(a), _mm_cvtsi32_si128(cd->shift));
   key = _mm512_max_epi32(key, _mm512_set1_epi32(cd->key_min));
   key = _mm512_min_epi32(key, _mm512_set1_epi32(cd->key_max));
@@ -153,7 +159,26 @@ static inline __m512i v_code(__m512 a, const AttnCoder::View* cd) {
   return c;
 }
 
+// The register-resident binary search of AttnCoder::search_levels (vit_ops.h): t0/t1 hold
+// thr32[0..15] / thr32[16..31]; the result is AttnCoder's code, with no table gathers.
+static inline __m512i v_code_search(__m512 a, __m512 t0, __m512 t1, int levels) {
+  __m512i c = _mm512_setzero_si512();
+  for (int s = levels >> 1; s >= 1; s >>= 1) {
+    const __m512 t = _mm512_permutex2var_ps(t0, _mm512_add_epi32(c, _mm512_set1_epi32(s - 1)), t1);
+    c = _mm512_mask_add_epi32(c, _mm512_cmp_ps_mask(a, t, _CMP_LT_OQ), c, _mm512_set1_epi32(s));  // c += s if a < t
+  }
+  return c;
+}
+
 static void v_codes_row(const float* a, int n, const AttnCoder::View* cd, uint8_t* out) {
+  if (cd->search_levels) {
+    const __m512 t0 = _mm512_loadu_ps(cd->thr32), t1 = _mm512_loadu_ps(cd->thr32 + 16);
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      _mm_mask_storeu_epi8(out + j, m, _mm512_cvtepi32_epi8(v_code_search(_mm512_maskz_loadu_ps(m, a + j), t0, t1, cd->search_levels)));
+    }
+    return;
+  }
   for (int j = 0; j < n; j += 16) {
     const __mmask16 m = tail_mask(n - j);
     // Masked-off lanes read 0.0f: a valid key, and their codes are not stored.
@@ -262,6 +287,17 @@ static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder
     p = v_add8x2(p, e);
   }
   const __m512 sum = _mm512_set1_ps(static_cast<float>(v_reduce8(p)));
+  if (cd->search_levels) {
+    // At most 32 codes: binary search in registers, levels by a two-register permute.
+    const __m512 t0 = _mm512_loadu_ps(cd->thr32), t1 = _mm512_loadu_ps(cd->thr32 + 16);
+    const __m512i l0 = _mm512_loadu_si512(cd->lut32), l1 = _mm512_loadu_si512(cd->lut32 + 16);
+    const int L = cd->search_levels;
+    auto levels = [&](__m512 a) { return _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(l0, v_code_search(a, t0, t1, L), l1)); };
+    for (int j = 0; j < nf; j += 16)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), levels(_mm512_div_ps(_mm512_loadu_ps(s + j), sum)));
+    if (nf < n) _mm_mask_storeu_epi8(out + nf, mt, levels(_mm512_div_ps(_mm512_maskz_loadu_ps(mt, s + nf), sum)));
+    return;
+  }
   if (cd->key_entry != nullptr) {
     // steps <= 1: one 64-bit gather per 8 values brings the threshold and both candidate levels
     // (vit_ops.h, AttnCoder::key_entry); level = a < threshold ? high byte : low byte.
@@ -270,7 +306,8 @@ static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     const long long* table = reinterpret_cast<const long long*>(cd->key_entry);
-    auto levels = [&](__m512 a) {  // 16 levels, in the low bytes of the lanes
+    auto levels = [&](__m512 a0) {  // 16 levels, in the low bytes of the lanes
+      const __m512 a = v_nan_to_inf(a0);
       __m512i key = _mm512_sra_epi32(_mm512_castps_si512(a), shift);
       key = _mm512_sub_epi32(_mm512_min_epi32(_mm512_max_epi32(key, kmin), kmax), kmin);
       const __m512i g0 = _mm512_i32gather_epi64(_mm512_castsi512_si256(key), table, 8);

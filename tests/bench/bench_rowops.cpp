@@ -1,10 +1,11 @@
 // bench_rowops: the executor's float row operations per ISA, at DeiT-S row lengths
 // (docs/PERF.md, "Session 6"): softmax + post-Softmax codes over 197 scores (8-bit uniform
-// coder, as `reparq bench`'s random model), GELU + quantize over 1536 values, LayerNorm +
+// coder, as `reparq bench`'s random model; and a 4-bit log2 coder, as in W4A4 models), GELU + quantize over 1536 values, LayerNorm +
 // quantize over 384 values one row at a time and two rows at a time (layernorm_quant2).
 // items_per_second gives elements per second. Usage: build/tests/bench_rowops [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
+#include <cmath>
 #include <random>
 #include <string>
 #include <vector>
@@ -27,13 +28,22 @@ std::vector<float> random_rows(int n, float sd, unsigned seed) {
   return v;
 }
 
-void bm_softmax(benchmark::State& st, Isa isa) {
+// bits 8: the uniform coder of `reparq bench`'s random model (per-key tables, gathers);
+// bits 4: a log2 coder as W4A4 models have (the register-resident binary search).
+void bm_softmax(benchmark::State& st, Isa isa, int bits) {
   const reparq::VitRowOps& ops = reparq::vit_row_ops(isa);
   reparq::AttnQuant at;
-  at.kind = "uniform";
-  at.bits = 8;
-  for (int c = 0; c < 255; ++c) at.thresholds.push_back(float((254.5 - c) / 255.0));
-  for (int c = 0; c < 256; ++c) at.lut.push_back(uint8_t(255 - c));
+  at.bits = bits;
+  if (bits == 8) {
+    at.kind = "uniform";
+    for (int c = 0; c < 255; ++c) at.thresholds.push_back(float((254.5 - c) / 255.0));
+    for (int c = 0; c < 256; ++c) at.lut.push_back(uint8_t(255 - c));
+  } else {
+    at.kind = "log2";
+    const int L = 1 << bits;
+    for (int c = 0; c + 1 < L; ++c) at.thresholds.push_back(float(std::pow(2.0, -(c + 0.5))));
+    for (int c = 0; c < L; ++c) at.lut.push_back(uint8_t(c + 1 < L ? std::lround(255.0 * std::pow(2.0, -c)) : 0));
+  }
   const reparq::AttnCoder cd = reparq::make_attn_coder(at);
   const reparq::AttnCoder::View v = cd.view();
   const int n = 197;
@@ -89,7 +99,8 @@ int main(int argc, char** argv) {
   for (Isa isa : {Isa::Avx512Vnni, Isa::Avx2, Isa::Scalar}) {
     if (!reparq::isa_available(isa)) continue;
     const std::string i = reparq::isa_name(isa);
-    benchmark::RegisterBenchmark(("softmax_levels_197/" + i).c_str(), bm_softmax, isa);
+    benchmark::RegisterBenchmark(("softmax_levels_197/" + i).c_str(), bm_softmax, isa, 8);
+    benchmark::RegisterBenchmark(("softmax_levels_197_log2_4bit/" + i).c_str(), bm_softmax, isa, 4);
     benchmark::RegisterBenchmark(("gelu_quant_1536/" + i).c_str(), bm_gelu, isa);
     benchmark::RegisterBenchmark(("layernorm_quant_384/" + i).c_str(), bm_layernorm, isa, false);
     benchmark::RegisterBenchmark(("layernorm_quant2_384/" + i).c_str(), bm_layernorm, isa, true);

@@ -681,7 +681,7 @@ TEST(VitRowOps, CoderEqualsAttnQuantCode) {
     }
     for (float v : {0.0f, -0.0f, 1.0f, -1.0f, 1e-40f, 3.0f, std::numeric_limits<float>::infinity(),
                     -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN(),
-                    std::numeric_limits<float>::denorm_min()})
+                    -std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()})
       a.push_back(v);
     const AttnCoder::View v = cd.view();
     for (Isa isa : available_isas()) {
