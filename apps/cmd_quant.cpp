@@ -30,7 +30,7 @@ struct QuantArgs {
   std::string model, out, bits = "W4A4", method = "reparq";
   QuantizeOptions opt;
   std::string softmax, target, ln_quant, weights, act;
-  int gptq = -1, exact_bias = -1, fold_head = -1, reparam = -1;
+  int gptq = -1, gptq_act_order = -1, exact_bias = -1, fold_head = -1, reparam = -1;
   int dual_clip_iters = -1;
   int qk_balance = -1, v_balance = -1, bias_correct = -1, recon = -1, gelu_balance = -1;
   double recon_drop = -1;
@@ -71,6 +71,7 @@ int run_quantize(QuantArgs& a) {
   if (!a.weights.empty()) r.weights = a.weights;
   if (!a.act.empty()) r.act = a.act;
   if (a.gptq >= 0) r.gptq = a.gptq;
+  if (a.gptq_act_order >= 0) r.gptq_act_order = a.gptq_act_order;
   if (a.exact_bias >= 0) r.exact_bias = a.exact_bias;
   if (a.fold_head >= 0) r.fold_head = a.fold_head;
   if (a.reparam >= 0) r.reparam = a.reparam;
@@ -204,6 +205,7 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--weights", qa.weights, "Override the weight range: minmax, percentile");
   q->add_option("--act", qa.act, "Override other activations: minmax, percentile, percentile-wide, search (output-aware clip search)");
   q->add_option("--gptq", qa.gptq, "Override weight reconstruction: 1 or 0")->check(CLI::Range(0, 1));
+  q->add_option("--gptq-act-order", qa.gptq_act_order, "Override: GPTQ quantizes columns in decreasing order of input energy (1 or 0)")->check(CLI::Range(0, 1));
   q->add_option("--exact-bias", qa.exact_bias, "Override: fold bias from quantized weights 1 or 0")->check(CLI::Range(0, 1));
   q->add_option("--fold-head", qa.fold_head, "Override: re-parameterize the head input 1 or 0")->check(CLI::Range(0, 1));
   q->add_option("--reparam", qa.reparam, "Override: channel-wise -> layer-wise re-parameterization 1 or 0")->check(CLI::Range(0, 1));

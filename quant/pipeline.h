@@ -36,6 +36,10 @@ struct Recipe {
   std::string act = "search";
   std::string weights = "percentile";  // minmax | percentile
   bool gptq = true;                // weight reconstruction (GPTQ) after the fold
+  // GPTQ's act-order: columns quantized in decreasing order of the Hessian diagonal (input
+  // energy), so outlier input channels are rounded first and their error is compensated by the
+  // others. In the reparq preset at <= 4-bit weights. Written to the recipe JSON only when on.
+  bool gptq_act_order = false;
   // Function-preserving channel balancing before quantization (ours, docs/RESULTS.md):
   //   qk_balance: q channel c *= r_c, k channel c /= r_c (rows of the qkv weight and bias),
   //               r_c = (max|k_c| / max|q_c|)^alpha, alpha searched on the calibration data

@@ -300,7 +300,7 @@ WeightQuant quantize_weight(const torch::Tensor& w, int bits, const std::string&
 }
 
 WeightQuant quantize_weight_gptq(const torch::Tensor& w0, const torch::Tensor& x, int bits,
-                                 const std::string& method, double damp) {
+                                 const std::string& method, double damp, bool act_order) {
   if (bits < 2 || bits > 8) throw UsageError("weight bits must be 2..8, got " + std::to_string(bits));
   torch::NoGradGuard ng;
   const double Q = double((1 << bits) - 1);
@@ -315,6 +315,19 @@ WeightQuant quantize_weight_gptq(const torch::Tensor& w0, const torch::Tensor& x
   RowParams p = row_params(W.to(torch::kFloat32), bits, method);
   torch::Tensor sc = p.scale.to(torch::kFloat64), zu = p.zero_u.to(torch::kFloat64);
   H.diagonal().add_(damp * H.diagonal().mean());
+  // act_order (GPTQ's "act-order"): columns in decreasing order of H's diagonal, so the inputs
+  // with the most energy are quantized first and their error is spread over the rest. The
+  // order is a stable sort (ties keep their index order): the result is deterministic.
+  std::vector<int64_t> perm(static_cast<size_t>(in));
+  for (int64_t j = 0; j < in; ++j) perm[size_t(j)] = j;
+  if (act_order) {
+    const torch::Tensor d = H.diagonal().contiguous();
+    const double* dv = d.data_ptr<double>();
+    std::stable_sort(perm.begin(), perm.end(), [dv](int64_t a, int64_t b) { return dv[a] > dv[b]; });
+    const torch::Tensor pi = torch::tensor(perm, torch::kLong);
+    W = W.index_select(1, pi).contiguous();
+    H = H.index_select(0, pi).index_select(1, pi).contiguous();
+  }
   torch::Tensor L = torch::linalg_cholesky(H);
   torch::Tensor Hinv = torch::cholesky_inverse(L);
   torch::Tensor U = torch::linalg_cholesky(Hinv).t().contiguous();   // upper: Hinv = U^T U
@@ -334,6 +347,11 @@ WeightQuant quantize_weight_gptq(const torch::Tensor& w0, const torch::Tensor& x
       E.select(1, j - b0).copy_(err);
     }
     if (b1 < in) W.narrow(1, b1, in - b1).sub_(torch::matmul(E, U.narrow(0, b0, b1 - b0).narrow(1, b1, in - b1)));
+  }
+  if (act_order) {   // back to the original column order
+    std::vector<int64_t> inv(perm.size());
+    for (size_t j = 0; j < perm.size(); ++j) inv[size_t(perm[j])] = int64_t(j);
+    codes = codes.index_select(1, torch::tensor(inv, torch::kLong));
   }
   return finish(codes.to(torch::kFloat32), p, bits);
 }

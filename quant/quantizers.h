@@ -73,7 +73,7 @@ WeightQuant quantize_weight(const at::Tensor& w, int bits, const std::string& me
 // GPTQ (§9.2): row quantizers fixed by `method` first, then columns quantized in order with
 // second-order error compensation from H = X^T X of the layer's (quantized) inputs x [n, in].
 WeightQuant quantize_weight_gptq(const at::Tensor& w, const at::Tensor& x, int bits,
-                                 const std::string& method, double damp = 0.01);
+                                 const std::string& method, double damp = 0.01, bool act_order = false);
 
 // ---- post-Softmax quantizers (§7, §8.2; FORMAT.md's table) ------------------------------
 // kind: uniform, log2, logsqrt2, tanq (param = TanQ curvature alpha in (0, pi)).

@@ -712,4 +712,39 @@ TEST(WeightQuant, GptqLowersOutputErrorOnCorrelatedInputs) {
   Xd.select(1, 7).zero_();
   WeightQuant g = quantize_weight_gptq(w, Xd, 4, "percentile");
   EXPECT_TRUE(torch::isfinite(g.dequant()).all().item<bool>());
+  EXPECT_TRUE(torch::isfinite(quantize_weight_gptq(w, Xd, 4, "percentile", 0.01, true).dequant()).all().item<bool>());
+}
+
+// act-order: the columns are visited by decreasing input energy and the codes come back in the
+// original order. With a few high-energy input channels (outlier features) it beats the plain
+// column order; with inputs of equal energy in index order it is the plain order exactly.
+TEST(WeightQuant, GptqActOrderHelpsWithOutlierInputChannels) {
+  torch::manual_seed(43);
+  const int64_t in = 64, out = 32;
+  torch::Tensor A = torch::randn({in, in}) / 8.0 + torch::eye(in) * 0.3;
+  torch::Tensor gain = torch::ones({in});
+  for (int64_t c : {5, 22, 40, 61}) gain[c] = 12.0;   // outlier features, not the first columns
+  torch::Tensor X = torch::matmul(torch::randn({2048, in}), A) * gain;
+  torch::Tensor Xt = torch::matmul(torch::randn({2048, in}), A) * gain;
+  torch::Tensor w = torch::randn({out, in}) * 0.1;
+  auto err = [&](const WeightQuant& q, const torch::Tensor& x) {
+    return torch::matmul(w - q.dequant(), x.t()).pow(2).sum().item<double>();
+  };
+  for (int bits : {4, 3}) {
+    SCOPED_TRACE(std::to_string(bits) + " bits");
+    const WeightQuant rtn = quantize_weight(w, bits, "percentile");
+    const WeightQuant plain = quantize_weight_gptq(w, X, bits, "percentile");
+    const WeightQuant ao = quantize_weight_gptq(w, X, bits, "percentile", 0.01, true);
+    EXPECT_TRUE(torch::equal(ao.scale, plain.scale));   // same row quantizers
+    EXPECT_TRUE(torch::equal(ao.codes, quantize_weight_gptq(w, X, bits, "percentile", 0.01, true).codes));  // deterministic
+    std::printf("  %d bits: output error RTN %.4g, GPTQ %.4g, GPTQ act-order %.4g (held out)\n", bits, err(rtn, Xt),
+                err(plain, Xt), err(ao, Xt));
+    EXPECT_LT(err(ao, X), err(plain, X));
+    EXPECT_LT(err(ao, Xt), err(plain, Xt));
+  }
+  // Equal-energy inputs already in decreasing order: act-order is the identity permutation.
+  torch::Tensor Xs = torch::randn({4096, in});
+  Xs = Xs / Xs.norm(2, 0, true) * torch::linspace(2.0, 1.0, in) * 64.0;   // column norms strictly decreasing
+  EXPECT_TRUE(torch::equal(quantize_weight_gptq(w, Xs, 4, "percentile", 0.01, true).codes,
+                           quantize_weight_gptq(w, Xs, 4, "percentile").codes));
 }
