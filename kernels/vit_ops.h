@@ -41,7 +41,7 @@ struct AttnCoder {
   std::vector<int32_t> start;    // key_max - key_min + 1 (int32: vector gathers)
   std::vector<float> thr;        // 2^bits: thresholds, then -inf
   std::vector<int32_t> lut;      // 2^bits levels (int32: vector gathers)
-  // Per key, when steps <= 1 (else empty), for the vectorized softmax (one 64-bit gather per 8
+  // Per key, when steps <= 1 and search_levels == 0 (else empty), for the vectorized softmax (one 64-bit gather per 8
   // values instead of three dependent 32-bit gathers): with c = start[key],
   //   low 32 bits:  the bits of thr[c] (-inf when steps == 0);
   //   high 32 bits: (lut[c] & 255) | (lut[c + 1] & 255) << 8 (lut[c] twice when c is the last code).

@@ -76,16 +76,6 @@ AttnCoder make_attn_coder(const AttnQuant& q) {
   best.thr.assign(q.thresholds.begin(), q.thresholds.end());
   best.thr.push_back(-inf);
   best.lut.assign(q.lut.begin(), q.lut.end());
-  if (best.steps <= 1) {
-    const size_t n_keys = best.start.size();
-    best.key_entry.resize(n_keys);
-    for (size_t key = 0; key < n_keys; ++key) {
-      const int c = best.start[key];
-      const uint32_t lv0 = uint32_t(best.lut[c]) & 255, lv1 = c + 1 < L ? uint32_t(best.lut[c + 1]) & 255 : lv0;
-      const uint32_t thr_bits = uint32_t(float_bits(best.steps == 1 ? best.thr[c] : -inf));
-      best.key_entry[key] = int64_t((uint64_t(lv0 | (lv1 << 8)) << 32) | thr_bits);
-    }
-  }
   bool decreasing = true;
   for (size_t i = 1; i < q.thresholds.size(); ++i) decreasing = decreasing && q.thresholds[i] < q.thresholds[i - 1];
   if (L <= 32 && decreasing) {
@@ -94,6 +84,16 @@ AttnCoder make_attn_coder(const AttnQuant& q) {
     std::copy(q.thresholds.begin(), q.thresholds.end(), best.thr32.begin());
     best.lut32.assign(32, 0);
     std::copy(q.lut.begin(), q.lut.end(), best.lut32.begin());
+  }
+  if (best.steps <= 1 && best.search_levels == 0) {   // (the register search needs no per-key table)
+    const size_t n_keys = best.start.size();
+    best.key_entry.resize(n_keys);
+    for (size_t key = 0; key < n_keys; ++key) {
+      const int c = best.start[key];
+      const uint32_t lv0 = uint32_t(best.lut[c]) & 255, lv1 = c + 1 < L ? uint32_t(best.lut[c + 1]) & 255 : lv0;
+      const uint32_t thr_bits = uint32_t(float_bits(best.steps == 1 ? best.thr[c] : -inf));
+      best.key_entry[key] = int64_t((uint64_t(lv0 | (lv1 << 8)) << 32) | thr_bits);
+    }
   }
   return best;
 }
