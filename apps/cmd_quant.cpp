@@ -153,15 +153,12 @@ struct CalibArgs {
 
 int run_calibrate(CalibArgs& a) {
   apply_common_options(a.c);
-  if (a.calib <= 0) throw UsageError("--calib must be positive");
-  if (a.opt.batch < 1) throw UsageError("--batch must be >= 1");
-  if (a.opt.bins < 2 || a.opt.bins > 65536) throw UsageError("--bins must be in 2..65536");
-  if (!(a.opt.percentile > 50.0 && a.opt.percentile <= 100.0)) throw UsageError("--percentile must be in (50, 100]");
+  check_calib_count(a.calib, INT64_MAX);   // before loading anything; the data set's size below
+  a.opt.validate();
   Vit fp = Vit::load(a.model);
   if (!a.out.empty()) check_output_path(a.out);
   ImageSet tr = load_fashion_mnist(data_dir(a.c.data_dir), true);
-  if (a.calib > tr.count)
-    throw UsageError("--calib " + std::to_string(a.calib) + " is larger than the training set (" + std::to_string(tr.count) + " images)");
+  check_calib_count(a.calib, tr.count);
   const std::vector<int64_t> ids = calibration_indices(tr.count, a.calib, a.seed);
   auto t0 = std::chrono::steady_clock::now();
   CalibStats cs;

@@ -198,6 +198,12 @@ ImageSet load_fashion_mnist(const std::string& dir, bool train) {
   return set;
 }
 
+void check_calib_count(int64_t n, int64_t total) {
+  if (n <= 0) throw UsageError("--calib must be positive");
+  if (n > total)
+    throw UsageError("--calib " + std::to_string(n) + " is larger than the training set (" + std::to_string(total) + " images)");
+}
+
 std::vector<int64_t> calibration_indices(int64_t total, int64_t n, uint64_t seed) {
   if (n <= 0 || n > total)
     throw UsageError("calibration size " + std::to_string(n) + " must be in 1.." +

@@ -31,6 +31,10 @@ std::vector<int64_t> read_idx(const std::string& path, int expected_magic, std::
 // sorted ascending. Throws UsageError if n <= 0 or n > total.
 std::vector<int64_t> calibration_indices(int64_t total, int64_t n, uint64_t seed);
 
+// The `--calib` count against a training set of `total` images, as `quantize` and `calibrate`
+// word it: UsageError "--calib must be positive" / "--calib N is larger than the training set".
+void check_calib_count(int64_t n, int64_t total);
+
 extern const char* const kClassNames[10];
 
 }  // namespace reparq

@@ -100,12 +100,15 @@ const SiteStats& CalibStats::find(const std::string& name) const {
   throw UsageError("no calibration statistics for site '" + name + "'");
 }
 
+void StatsOptions::validate() const {
+  if (batch < 1) throw UsageError("--batch must be >= 1");
+  if (bins < 2 || bins > (1 << 16)) throw UsageError("--bins must be in 2..65536");
+  if (!(percentile > 50.0 && percentile <= 100.0)) throw UsageError("--percentile must be in (50, 100]");
+}
+
 CalibStats collect_calib_stats(const Vit& model, const ImageSet& data, const std::vector<int64_t>& ids,
                                const StatsOptions& opt) {
-  if (opt.batch < 1) throw UsageError("calibration batch must be >= 1 (got " + std::to_string(opt.batch) + ")");
-  if (opt.bins < 2 || opt.bins > (1 << 16)) throw UsageError("histogram bins must be in 2..65536 (got " + std::to_string(opt.bins) + ")");
-  if (!(opt.percentile > 50.0 && opt.percentile <= 100.0))
-    throw UsageError("percentile must be in (50, 100] (got " + std::to_string(opt.percentile) + ")");
+  opt.validate();
   if (ids.empty()) throw UsageError("calibration needs at least one image");
   const VitConfig& cfg = model.config();
   if (data.rows != cfg.image_size || data.cols != cfg.image_size)

@@ -27,6 +27,8 @@ struct StatsOptions {
   int64_t batch = 16;     // images per forward pass
   int bins = 512;         // histogram bins (per channel at post-LN sites, per tensor elsewhere)
   double percentile = 99.9;  // reported: (100 - p) and p
+  // UsageError naming the flag (--batch, --bins, --percentile) of an impossible value.
+  void validate() const;
 };
 
 struct ChannelStats {

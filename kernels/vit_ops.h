@@ -60,7 +60,7 @@ struct AttnCoder {
     const int32_t* start;
     const float* thr;
     const int32_t* lut;
-    const int64_t* key_entry;     // nullptr when steps > 1
+    const int64_t* key_entry;     // nullptr when steps > 1 or search_levels != 0
     int search_levels;            // 0, or L with thr32 / lut32 below
     const float* thr32;
     const int32_t* lut32;

@@ -619,9 +619,7 @@ class Pipeline {
 }  // namespace
 
 QuantModel quantize_model(const Vit& fp, const ImageSet& train, const Recipe& r, const QuantizeOptions& o) {
-  if (o.calib_samples <= 0) throw UsageError("--calib must be positive");
-  if (o.calib_samples > train.count)
-    throw UsageError("--calib " + std::to_string(o.calib_samples) + " is larger than the training set (" + std::to_string(train.count) + " images)");
+  check_calib_count(o.calib_samples, train.count);
   std::vector<int64_t> ids = calibration_indices(train.count, o.calib_samples, o.seed);
   torch::Tensor calib = torch::empty({int64_t(ids.size()), train.rows, train.cols}, torch::kUInt8);
   for (size_t i = 0; i < ids.size(); ++i)
