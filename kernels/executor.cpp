@@ -281,7 +281,7 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
       g.sw = blk.sk.data();
       g.rowsum_scratch = rs;
       gemm(kw, g, nullptr);
-      for (int64_t i = 0; i < mq; ++i) ops->softmax_levels(sc + i * T, int(T), inv_sqrt_hd, &blk.coder_view, lv + i * T);
+      ops->softmax_levels(sc, T, int(T), int(mq), inv_sqrt_hd, &blk.coder_view, lv, T);
       // O = levels x (v - zv), * (lut_scale*sv), quantized with proj.input (u8 epilogue).
       // v^T: hd channels, W[d][t] = v[t][d].
       repack_weights_s8(vw, vvals.data() + base, 1, D, int(hd), int(T), blk.zv.data(), isa, 8);

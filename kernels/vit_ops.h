@@ -55,6 +55,21 @@ struct AttnCoder {
   int search_levels = 0;         // L, or 0 when the search is not used
   std::vector<float> thr32;
   std::vector<int32_t> lut32;
+  // Arithmetic coding for a uniform grid (more than 32 codes, e.g. the 8-bit uniform
+  // post-Softmax quantizer of W8A8 models), when make_attn_coder has verified that every
+  // threshold times affine_k lies within kAffineEta / 2 of the midpoint Q - i - 1/2 (Q = L - 1,
+  // products in exact arithmetic) and that lut[c] = lut[Q] + (Q - c) * affine_g exactly:
+  //   u = a * affine_k (float), r = round_half_even(u);
+  //   if |u - r| < 1/2 - kAffineEta:  c = Q - clamp(r, 0, Q), level = lut[Q] + clamp(r, 0, Q) * affine_g.
+  // That is the threshold count: |u - a*k| <= 2^-24 * (Q + 1) < kAffineEta / 2 for the u that
+  // matter, so a*k is strictly inside the bucket between the two thresholds around r. Values
+  // with |u - r| >= 1/2 - kAffineEta (about 2 * kAffineEta of them), NaN and infinities take the
+  // table path. affine_k = 0: not available.
+  static constexpr float kAffineEta = 1.0f / 4096;
+  float affine_k = 0.0f;
+  int32_t affine_g = 0;
+  int32_t affine_q = 0;          // Q
+  int32_t affine_base = 0;       // lut[Q]
   struct View {
     int shift, key_min, key_max, steps;
     const int32_t* start;
@@ -64,11 +79,13 @@ struct AttnCoder {
     int search_levels;            // 0, or L with thr32 / lut32 below
     const float* thr32;
     const int32_t* lut32;
+    float affine_k;
+    int32_t affine_g, affine_q, affine_base;
   };
   View view() const {
     const bool direct = steps <= 1 && !key_entry.empty();
     return {shift, key_min, key_max, steps, start.data(), thr.data(), lut.data(),
-            direct ? key_entry.data() : nullptr, search_levels, thr32.data(), lut32.data()};
+            direct ? key_entry.data() : nullptr, search_levels, thr32.data(), lut32.data(), affine_k, affine_g, affine_q, affine_base};
   }
 };
 AttnCoder make_attn_coder(const AttnQuant& q);
@@ -92,8 +109,11 @@ struct VitRowOps {
   // (8 partial sums in double) makes each row's a chain of dependent additions.
   void (*layernorm_quant2)(const float* x0, const float* x1, int n, const float* w, const float* b,
                            float eps, QuantParams q, uint8_t* out0, uint8_t* out1);
-  // s: n raw scores (overwritten with scratch values); out[j] = lut[code(softmax(s*inv)_j)].
-  void (*softmax_levels)(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* coder, uint8_t* out);
+  // `rows` rows of n raw scores, row r at s + r*lds (overwritten with scratch values):
+  // out[r*ldo + j] = lut[code(softmax(s_r*inv)_j)], each row exactly as the one-row definition
+  // above. The Avx512Vnni version runs two rows at a time, interleaving their reductions.
+  void (*softmax_levels)(float* s, int64_t lds, int n, int rows, float inv_sqrt_hd, const AttnCoder::View* coder,
+                         uint8_t* out, int64_t ldo);
   // out[i] = quantize(gelu(y[i]) * mul[i]); mul may be null (no multiplier).
   void (*gelu_quant)(const float* y, int n, const float* mul, QuantParams q, uint8_t* out);
   // out[i] = quantize(y[i]); the signed form stores quantize(y[i]) - offset.

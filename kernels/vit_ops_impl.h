@@ -156,7 +156,7 @@ static void vo_codes_row(const float* a, int n, const AttnCoder::View* cd, uint8
   for (int j = 0; j < n; ++j) out[j] = static_cast<uint8_t>(vo_code(a[j], cd));
 }
 
-static void vo_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* cd, uint8_t* out) {
+static void vo_softmax_row(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* cd, uint8_t* out) {
   float m = -__builtin_inff();
   for (int j = 0; j < n; ++j) {
     const float t = s[j] * inv_sqrt_hd;
@@ -183,6 +183,11 @@ static void vo_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCode
     return;
   }
   for (int j = 0; j < n; ++j) out[j] = static_cast<uint8_t>(lut[vo_code(s[j], cd)]);
+}
+
+static void vo_softmax_levels(float* s, int64_t lds, int n, int rows, float inv_sqrt_hd, const AttnCoder::View* cd,
+                              uint8_t* out, int64_t ldo) {
+  for (int r = 0; r < rows; ++r) vo_softmax_row(s + r * lds, n, inv_sqrt_hd, cd, out + r * ldo);
 }
 
 static void vo_gelu_quant(const float* y, int n, const float* mul, QuantParams q, uint8_t* out) {

@@ -2,6 +2,7 @@
 // (vit_ops_impl.h), the post-Softmax bucket coder, and the per-ISA table lookup.
 #include <algorithm>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -84,6 +85,18 @@ AttnCoder make_attn_coder(const AttnQuant& q) {
     std::copy(q.thresholds.begin(), q.thresholds.end(), best.thr32.begin());
     best.lut32.assign(32, 0);
     std::copy(q.lut.begin(), q.lut.end(), best.lut32.begin());
+  }
+  if (L > 32 && decreasing && q.thresholds.back() > 0) {   // the arithmetic path (AttnCoder::affine_k)
+    const int Q = L - 1;
+    const double span = double(q.thresholds.front()) - double(q.thresholds.back());
+    const float k = static_cast<float>(double(Q - 1) / span);
+    bool ok = std::isfinite(k) && k > 0;
+    // Products of two floats are exact in double.
+    for (int i = 0; ok && i < Q; ++i)
+      ok = std::fabs(double(q.thresholds[size_t(i)]) * double(k) - (Q - i - 0.5)) <= double(AttnCoder::kAffineEta) / 2;
+    const int32_t g = int32_t(q.lut[size_t(Q - 1)]) - int32_t(q.lut[size_t(Q)]);
+    for (int c = 0; ok && c <= Q; ++c) ok = int32_t(q.lut[size_t(c)]) == int32_t(q.lut[size_t(Q)]) + (Q - c) * g;
+    if (ok) best.affine_k = k, best.affine_g = g, best.affine_q = Q, best.affine_base = q.lut[size_t(Q)];
   }
   if (best.steps <= 1 && best.search_levels == 0) {   // (the register search needs no per-key table)
     const size_t n_keys = best.start.size();

@@ -147,7 +147,7 @@ static inline void v_store8(uint8_t* out, __m256i c) {
 // The sum: p[0..3] and p[4..7] in two double vectors, each 8 floats adding elements i..i+3 to
 // p[0..3] and i+4..i+7 to p[4..7] (vo_sum8's order; masked tail lanes add +0.0, a no-op on
 // sums of values >= +0), combined in vo_reduce8's order.
-static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* cd, uint8_t* out) {
+static void v_softmax_row(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* cd, uint8_t* out) {
   const int nf = n & ~7;
   const __m256i tm = _mm256_cmpgt_epi32(_mm256_set1_epi32(n - nf), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   const __m256 tmf = _mm256_castsi256_ps(tm);
@@ -209,6 +209,11 @@ static void v_exp_row(const float* x, int n, float* out) {
   int i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(out + i, v_exp(_mm256_loadu_ps(x + i)));
   vo_exp_row(x + i, n - i, out + i);
+}
+
+static void v_softmax_levels(float* s, int64_t lds, int n, int rows, float inv_sqrt_hd, const AttnCoder::View* cd,
+                             uint8_t* out, int64_t ldo) {
+  for (int r = 0; r < rows; ++r) v_softmax_row(s + r * lds, n, inv_sqrt_hd, cd, out + r * ldo);
 }
 
 static const VitRowOps v_table = {

@@ -170,7 +170,29 @@ static inline __m512i v_code_search(__m512 a, __m512 t0, __m512 t1, int levels) 
   return c;
 }
 
+// AttnCoder::affine_k: the clamped r = round(a * k) of 16 values and whether every lane is
+// clear of the thresholds (else the caller takes the table path).
+static inline bool v_affine_r(__m512 a, const AttnCoder::View* cd, __m512i* r_out) {
+  const __m512 u = _mm512_mul_ps(a, _mm512_set1_ps(cd->affine_k));
+  const __m512 r = _mm512_roundscale_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 d = _mm512_abs_ps(_mm512_sub_ps(u, r));
+  if (__builtin_expect(_mm512_cmp_ps_mask(d, _mm512_set1_ps(0.5f - AttnCoder::kAffineEta), _CMP_NLT_UQ) != 0, 0))
+    return false;   // |u - r| >= 1/2 - eta, or NaN
+  *r_out = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(r, _mm512_setzero_ps()), _mm512_set1_ps(float(cd->affine_q))));
+  return true;
+}
+
 static void v_codes_row(const float* a, int n, const AttnCoder::View* cd, uint8_t* out) {
+  if (cd->affine_k != 0.0f && !cd->search_levels) {
+    for (int j = 0; j < n; j += 16) {
+      const __mmask16 m = tail_mask(n - j);
+      const __m512 x = _mm512_maskz_loadu_ps(m, a + j);
+      __m512i r;
+      const __m512i c = v_affine_r(x, cd, &r) ? _mm512_sub_epi32(_mm512_set1_epi32(cd->affine_q), r) : v_code(x, cd);
+      _mm_mask_storeu_epi8(out + j, m, _mm512_cvtepi32_epi8(c));
+    }
+    return;
+  }
   if (cd->search_levels) {
     const __m512 t0 = _mm512_loadu_ps(cd->thr32), t1 = _mm512_loadu_ps(cd->thr32 + 16);
     for (int j = 0; j < n; j += 16) {
@@ -253,49 +275,98 @@ static void v_layernorm_quant2(const float* x0, const float* x1, int n, const fl
   }
 }
 
-// vo_softmax_levels: t = s * inv (stored), m = max t (lanes fold with t > m ? t : m, so NaNs
-// are skipped as in the scalar fold; the maximum of non-NaN floats does not depend on the order,
-// and a +-0 difference cannot change exp(t - m)); e = exp(t - m) (stored); the sum in double
-// with the 8 interleaved partial sums of vo_sum8 (lanes 0..7 then 8..15 of each 16 floats add
-// elements i..i+7 then i+8..i+15 to p[0..7]; masked tails add +0.0, a no-op on sums of values
-// >= +0), combined in vo_reduce8's order; a = e / sum; out = lut[code(a)].
-static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder::View* cd, uint8_t* out) {
+// vo_softmax_row on R rows at once (R = 1 or 2; the rows' loops interleaved, which hides the
+// latency of each row's reductions behind the other's work; every row's arithmetic is its own,
+// so the results are those of one row at a time): t = s * inv (stored), m = max t (lanes fold
+// with t > m ? t : m, so NaNs are skipped as in the scalar fold; the maximum of non-NaN floats
+// does not depend on the order, and a +-0 difference cannot change exp(t - m)); e = exp(t - m)
+// (stored); the sum in double with the 8 interleaved partial sums of vo_sum8 (lanes 0..7 then
+// 8..15 of each 16 floats add elements i..i+7 then i+8..i+15 to p[0..7]; masked tails add
+// +0.0, a no-op on sums of values >= +0), combined in vo_reduce8's order; a = e / sum;
+// out = level(a), `levels` mapping 16 values of a to their 16 levels (in the lanes' low bytes).
+template <int R, class Levels>
+static inline void v_softmax_rows(float* const* s, int n, float inv_sqrt_hd, uint8_t* const* out, const Levels& levels) {
   const int nf = n & ~15;  // whole vectors; then one masked tail vector if n % 16 != 0
   const __mmask16 mt = tail_mask(n - nf);
   const __m512 inv = _mm512_set1_ps(inv_sqrt_hd);
-  __m512 vm = _mm512_set1_ps(-__builtin_inff());
-  for (int j = 0; j < nf; j += 16) {
-    const __m512 t = _mm512_mul_ps(_mm512_loadu_ps(s + j), inv);
-    _mm512_storeu_ps(s + j, t);
-    vm = _mm512_max_ps(t, vm);  // t > vm ? t : vm
+  __m512 vm[R];
+  for (int r = 0; r < R; ++r) vm[r] = _mm512_set1_ps(-__builtin_inff());
+  for (int j = 0; j < nf; j += 16)
+    for (int r = 0; r < R; ++r) {
+      const __m512 t = _mm512_mul_ps(_mm512_loadu_ps(s[r] + j), inv);
+      _mm512_storeu_ps(s[r] + j, t);
+      vm[r] = _mm512_max_ps(t, vm[r]);  // t > vm ? t : vm
+    }
+  if (nf < n)
+    for (int r = 0; r < R; ++r) {
+      const __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(mt, s[r] + nf), inv);
+      _mm512_mask_storeu_ps(s[r] + nf, mt, t);
+      vm[r] = _mm512_mask_max_ps(vm[r], mt, t, vm[r]);  // on the valid lanes only
+    }
+  __m512 mx[R];
+  __m512d p[R];
+  for (int r = 0; r < R; ++r) mx[r] = _mm512_set1_ps(_mm512_reduce_max_ps(vm[r])), p[r] = _mm512_setzero_pd();
+  for (int j = 0; j < nf; j += 16)
+    for (int r = 0; r < R; ++r) {
+      const __m512 e = v_exp(_mm512_sub_ps(_mm512_loadu_ps(s[r] + j), mx[r]));
+      _mm512_storeu_ps(s[r] + j, e);
+      p[r] = v_add8x2(p[r], e);
+    }
+  if (nf < n)
+    for (int r = 0; r < R; ++r) {
+      const __m512 e = _mm512_maskz_mov_ps(mt, v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(mt, s[r] + nf), mx[r])));
+      _mm512_mask_storeu_ps(s[r] + nf, mt, e);
+      p[r] = v_add8x2(p[r], e);
+    }
+  __m512 sum[R];
+  for (int r = 0; r < R; ++r) sum[r] = _mm512_set1_ps(static_cast<float>(v_reduce8(p[r])));
+  for (int j = 0; j < nf; j += 16)
+    for (int r = 0; r < R; ++r)
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(out[r] + j),
+                       _mm512_cvtepi32_epi8(levels(_mm512_div_ps(_mm512_loadu_ps(s[r] + j), sum[r]))));
+  if (nf < n)
+    for (int r = 0; r < R; ++r)
+      _mm_mask_storeu_epi8(out[r] + nf, mt, _mm512_cvtepi32_epi8(levels(_mm512_div_ps(_mm512_maskz_loadu_ps(mt, s[r] + nf), sum[r]))));
+}
+
+// Rows in pairs (an odd last row alone), with the coder's fastest level function.
+template <class Levels>
+static inline void v_softmax_pairs(float* s, int64_t lds, int n, int rows, float inv, uint8_t* out, int64_t ldo,
+                                   const Levels& levels) {
+  int r = 0;
+  for (; r + 2 <= rows; r += 2) {
+    float* sp[2] = {s + r * lds, s + (r + 1) * lds};
+    uint8_t* op[2] = {out + r * ldo, out + (r + 1) * ldo};
+    v_softmax_rows<2>(sp, n, inv, op, levels);
   }
-  if (nf < n) {
-    const __m512 t = _mm512_mul_ps(_mm512_maskz_loadu_ps(mt, s + nf), inv);
-    _mm512_mask_storeu_ps(s + nf, mt, t);
-    vm = _mm512_mask_max_ps(vm, mt, t, vm);  // on the valid lanes only
+  if (r < rows) {
+    float* sp[1] = {s + r * lds};
+    uint8_t* op[1] = {out + r * ldo};
+    v_softmax_rows<1>(sp, n, inv, op, levels);
   }
-  const __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
-  __m512d p = _mm512_setzero_pd();
-  for (int j = 0; j < nf; j += 16) {
-    const __m512 e = v_exp(_mm512_sub_ps(_mm512_loadu_ps(s + j), mx));
-    _mm512_storeu_ps(s + j, e);
-    p = v_add8x2(p, e);
-  }
-  if (nf < n) {
-    const __m512 e = _mm512_maskz_mov_ps(mt, v_exp(_mm512_sub_ps(_mm512_maskz_loadu_ps(mt, s + nf), mx)));
-    _mm512_mask_storeu_ps(s + nf, mt, e);
-    p = v_add8x2(p, e);
-  }
-  const __m512 sum = _mm512_set1_ps(static_cast<float>(v_reduce8(p)));
+}
+
+static void v_softmax_levels(float* s, int64_t lds, int n, int rows, float inv, const AttnCoder::View* cd, uint8_t* out,
+                             int64_t ldo) {
   if (cd->search_levels) {
     // At most 32 codes: binary search in registers, levels by a two-register permute.
     const __m512 t0 = _mm512_loadu_ps(cd->thr32), t1 = _mm512_loadu_ps(cd->thr32 + 16);
     const __m512i l0 = _mm512_loadu_si512(cd->lut32), l1 = _mm512_loadu_si512(cd->lut32 + 16);
     const int L = cd->search_levels;
-    auto levels = [&](__m512 a) { return _mm512_cvtepi32_epi8(_mm512_permutex2var_epi32(l0, v_code_search(a, t0, t1, L), l1)); };
-    for (int j = 0; j < nf; j += 16)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), levels(_mm512_div_ps(_mm512_loadu_ps(s + j), sum)));
-    if (nf < n) _mm_mask_storeu_epi8(out + nf, mt, levels(_mm512_div_ps(_mm512_maskz_loadu_ps(mt, s + nf), sum)));
+    v_softmax_pairs(s, lds, n, rows, inv, out, ldo,
+                    [&](__m512 a) { return _mm512_permutex2var_epi32(l0, v_code_search(a, t0, t1, L), l1); });
+    return;
+  }
+  if (cd->affine_k != 0.0f) {
+    // Uniform grid (AttnCoder::affine_k): the level by arithmetic; a vector with a value near
+    // a threshold, a NaN or an infinity takes the table path below.
+    const __m512i base = _mm512_set1_epi32(cd->affine_base), g = _mm512_set1_epi32(cd->affine_g);
+    const int32_t* lut = cd->lut;
+    v_softmax_pairs(s, lds, n, rows, inv, out, ldo, [&](__m512 a) {
+      __m512i r;
+      if (v_affine_r(a, cd, &r)) return _mm512_add_epi32(base, _mm512_mullo_epi32(r, g));
+      return _mm512_i32gather_epi32(v_code(a, cd), lut, 4);
+    });
     return;
   }
   if (cd->key_entry != nullptr) {
@@ -306,7 +377,7 @@ static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     const long long* table = reinterpret_cast<const long long*>(cd->key_entry);
-    auto levels = [&](__m512 a0) {  // 16 levels, in the low bytes of the lanes
+    v_softmax_pairs(s, lds, n, rows, inv, out, ldo, [&](__m512 a0) {  // 16 levels, in the low bytes of the lanes
       const __m512 a = v_nan_to_inf(a0);
       __m512i key = _mm512_sra_epi32(_mm512_castps_si512(a), shift);
       key = _mm512_sub_epi32(_mm512_min_epi32(_mm512_max_epi32(key, kmin), kmax), kmin);
@@ -314,20 +385,13 @@ static void v_softmax_levels(float* s, int n, float inv_sqrt_hd, const AttnCoder
       const __m512i g1 = _mm512_i32gather_epi64(_mm512_extracti64x4_epi64(key, 1), table, 8);
       const __m512 thr = _mm512_castsi512_ps(_mm512_permutex2var_epi32(g0, even, g1));
       const __m512i lv = _mm512_permutex2var_epi32(g0, odd, g1);
-      return _mm512_cvtepi32_epi8(_mm512_mask_srli_epi32(lv, _mm512_cmp_ps_mask(a, thr, _CMP_LT_OQ), lv, 8));
-    };
-    for (int j = 0; j < nf; j += 16)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(out + j), levels(_mm512_div_ps(_mm512_loadu_ps(s + j), sum)));
-    if (nf < n) _mm_mask_storeu_epi8(out + nf, mt, levels(_mm512_div_ps(_mm512_maskz_loadu_ps(mt, s + nf), sum)));
+      return _mm512_mask_srli_epi32(lv, _mm512_cmp_ps_mask(a, thr, _CMP_LT_OQ), lv, 8);
+    });
     return;
   }
+  // Masked-off tail lanes divide 0 by the sum: a valid key, and their levels are not stored.
   const int32_t* lut = cd->lut;
-  for (int j = 0; j < n; j += 16) {
-    const __mmask16 m = tail_mask(n - j);
-    const __m512 a = _mm512_div_ps(_mm512_maskz_loadu_ps(m, s + j), sum);
-    const __m512i c = v_code(a, cd);
-    _mm_mask_storeu_epi8(out + j, m, _mm512_cvtepi32_epi8(_mm512_i32gather_epi32(c, lut, 4)));
-  }
+  v_softmax_pairs(s, lds, n, rows, inv, out, ldo, [&](__m512 a) { return _mm512_i32gather_epi32(v_code(a, cd), lut, 4); });
 }
 
 static const VitRowOps v_table = {

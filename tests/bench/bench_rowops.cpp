@@ -54,7 +54,7 @@ void bm_softmax(benchmark::State& st, Isa isa, int bits) {
     st.PauseTiming();
     s = src;  // softmax_levels overwrites its scores
     st.ResumeTiming();
-    for (int r = 0; r < kRows; ++r) ops.softmax_levels(s.data() + size_t(r) * n, n, 0.125f, &v, out.data() + size_t(r) * n);
+    ops.softmax_levels(s.data(), n, n, kRows, 0.125f, &v, out.data(), n);
     benchmark::DoNotOptimize(out.data());
   }
   st.SetItemsProcessed(st.iterations() * int64_t(kRows) * n);

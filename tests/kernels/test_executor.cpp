@@ -511,9 +511,23 @@ TEST(VitRowOps, BitIdenticalAcrossIsas) {
       for (const AttnCoder& cd : coders) {
         const AttnCoder::View v = cd.view();
         std::vector<float> s1 = x, s2 = x;
-        ref.softmax_levels(s1.data(), n, 0.125f * n, &v, o1.data());
-        ops.softmax_levels(s2.data(), n, 0.125f * n, &v, o2.data());
+        ref.softmax_levels(s1.data(), n, n, 1, 0.125f * n, &v, o1.data(), n);
+        ops.softmax_levels(s2.data(), n, n, 1, 0.125f * n, &v, o2.data(), n);
         EXPECT_EQ(o1, o2) << isa_name(isa) << " softmax n=" << n;
+        // Several rows in one call (strided; pairs and an odd last row on Avx512Vnni) = each
+        // row alone through the reference; the padding between rows is not written.
+        for (int rows : {2, 3, 5}) {
+          const int64_t lds = n + 3, ldo = n + 5;
+          std::vector<float> sr(size_t(rows) * lds, 0.0f);
+          for (int r = 0; r < rows; ++r)
+            for (int j = 0; j < n; ++j) sr[size_t(r * lds + j)] = x[size_t((j + 7 * r) % n)] * float(1 + r) - float(r);
+          if (rows == 5) sr[size_t(3 * lds + n / 2)] = std::nanf("");   // a NaN row among normal ones
+          std::vector<float> sa = sr;
+          std::vector<uint8_t> want(size_t(rows) * ldo, 0xEE), got(size_t(rows) * ldo, 0xEE);
+          for (int r = 0; r < rows; ++r) ref.softmax_levels(sa.data() + r * lds, lds, n, 1, 0.125f * n, &v, want.data() + r * ldo, ldo);
+          ops.softmax_levels(sr.data(), lds, n, rows, 0.125f * n, &v, got.data(), ldo);
+          EXPECT_EQ(want, got) << isa_name(isa) << " softmax " << rows << " rows n=" << n;
+        }
       }
       std::vector<float> e1(n), e2(n);
       ref.exp_row(x.data(), n, e1.data());
@@ -595,6 +609,10 @@ TEST(VitRowOps, VectorTwinsBitIdenticalAtEdges) {
       views.push_back(cd.view());
       views.push_back(cd.view());
       views.back().key_entry = nullptr;
+      if (cd.affine_k != 0.0f) {   // the table paths of a uniform grid, too
+        views.push_back(cd.view());
+        views.back().affine_k = 0.0f;
+      }
     }
     for (const AttnCoder::View& v : views) {
       for (int len : {1, 2, 15, 16, 17, 31, 32, 33, 48, 197}) {
@@ -607,8 +625,8 @@ TEST(VitRowOps, VectorTwinsBitIdenticalAtEdges) {
           if (kind == 4) row[len - 1] = 1e30f;
           std::vector<float> s1 = row, s2 = row;
           std::vector<uint8_t> l1(len + 1, 0xEE), l2(len + 1, 0xEE);
-          ref.softmax_levels(s1.data(), len, 0.125f, &v, l1.data());
-          ops.softmax_levels(s2.data(), len, 0.125f, &v, l2.data());
+          ref.softmax_levels(s1.data(), len, len, 1, 0.125f, &v, l1.data(), len);
+          ops.softmax_levels(s2.data(), len, len, 1, 0.125f, &v, l2.data(), len);
           EXPECT_EQ(l1, l2) << isa_name(isa) << " softmax len " << len << " kind " << kind;
         }
       }
@@ -690,6 +708,52 @@ TEST(VitRowOps, CoderEqualsAttnQuantCode) {
       for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(q.code(a[i]), out[i]) << k << b << " a=" << a[i] << " " << isa_name(isa);
     }
     EXPECT_LE(cd.steps, 2) << k << b;
+  }
+}
+
+// The arithmetic path of a uniform grid (AttnCoder::affine_k): taken for the 8-bit uniform
+// quantizers quant/ makes, at any clip scale, and exact against AttnQuant::code at every
+// threshold and its float neighbours (where the path must hand over to the tables), at the
+// ends of the grid, for NaN / infinities / negatives; refused when one threshold is moved by a
+// tenth of the spacing, or when the levels are not affine in the code.
+TEST(VitRowOps, AffineCoderEqualsAttnQuantCode) {
+  std::mt19937 rng(10);
+  std::uniform_real_distribution<float> ud(0.f, 1.0f);
+  for (float s : {1.0f, 0.37f, 0.0123f, 0.9999f}) {
+    AttnQuant q = make_attn("uniform", 8, s);
+    for (int variant = 0; variant < 3; ++variant) {
+      if (variant == 1) q.thresholds[100] = 0.9f * q.thresholds[100] + 0.1f * q.thresholds[101];   // off the grid
+      if (variant == 2) q = make_attn("uniform", 8, s), q.lut[7] = uint8_t(q.lut[7] - 1);          // levels not affine
+      const AttnCoder cd = make_attn_coder(q);
+      if (variant == 0) {
+        ASSERT_NE(cd.affine_k, 0.0f) << "s=" << s;
+      } else {
+        EXPECT_EQ(cd.affine_k, 0.0f) << "s=" << s << " variant " << variant;
+      }
+      std::vector<float> a;
+      for (int i = 0; i < 20000; ++i) a.push_back(ud(rng) * s * 1.1f);
+      for (float t : q.thresholds) {
+        float lo = t, hi = t;
+        a.push_back(t);
+        for (int u = 0; u < 3; ++u) {
+          lo = std::nextafter(lo, -1.0f), hi = std::nextafter(hi, 2.0f);
+          a.push_back(lo), a.push_back(hi);
+        }
+        a.push_back(t * (1.0f + 2.0f * AttnCoder::kAffineEta / 255.0f));   // just outside the band
+        a.push_back(t * (1.0f - 2.0f * AttnCoder::kAffineEta / 255.0f));
+      }
+      for (float v : {0.0f, -0.0f, s, std::nextafter(s, 2.0f), 2.0f * s, 1.0f, -1.0f, 1e-40f, 1e30f, 3.0f,
+                      std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                      std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::quiet_NaN()})
+        a.push_back(v);
+      const AttnCoder::View v = cd.view();
+      for (Isa isa : available_isas()) {
+        std::vector<uint8_t> out(a.size());
+        vit_row_ops(isa).codes_row(a.data(), int(a.size()), &v, out.data());
+        for (size_t i = 0; i < a.size(); ++i)
+          ASSERT_EQ(q.code(a[i]), out[i]) << "s=" << s << " variant " << variant << " a=" << a[i] << " " << isa_name(isa);
+      }
+    }
   }
 }
 
