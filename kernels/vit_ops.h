@@ -7,7 +7,7 @@
 // the loops. Every operation is elementwise IEEE float/double arithmetic or a reduction in a
 // fixed 8-lane order, with no FMA contraction (-ffp-contract=off) and no -ffast-math, so the
 // vectorized builds are bit-identical to the reference (tests/kernels/test_executor.cpp
-// checks it). exp and erf are our own polynomials (vit_ops_impl.h), used by every build.
+// checks it). exp and GELU are our own polynomials (vit_ops_impl.h), used by every build.
 //
 // Definitions (one row of n values; docs/FORMAT.md "The forward pass"):
 //   sum8(v)      = double sum with 8 interleaved partial sums p[i % 8] += (double)v[i],
@@ -20,7 +20,7 @@
 //   Softmax      t = s * inv_sqrt_hd; m = max t; e = exp_poly(t - m); sum = (float)sum8(e);
 //                a = e / sum; code c = #{i : a < thresholds[i]} (AttnQuant::code; 0 for any
 //                NaN, whose sign the bucket key must not see); out lut[c].
-//   GELU         g = y * 0.5f * (1.0f + erf_poly(y * 0.70710678f)), then quantize.
+//   GELU         g = y * Phi_poly(y) (vo_gelu: 32 intervals, degree 5), then quantize.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -119,9 +119,9 @@ struct VitRowOps {
   // out[i] = quantize(y[i]); the signed form stores quantize(y[i]) - offset.
   void (*quant_row)(const float* y, int n, QuantParams q, uint8_t* out);
   void (*quant_row_s8)(const float* y, int n, QuantParams q, int32_t offset, int8_t* out);
-  // Elementwise, exposed for tests: out[i] = exp_poly(x[i]) / erf_poly(x[i]).
+  // Elementwise, exposed for tests: out[i] = exp_poly(x[i]) / gelu_poly(x[i]).
   void (*exp_row)(const float* x, int n, float* out);
-  void (*erf_row)(const float* x, int n, float* out);
+  void (*gelu_row)(const float* x, int n, float* out);
   // out[i] = coder code of a[i] (not the level), exposed for tests.
   void (*codes_row)(const float* a, int n, const AttnCoder::View* coder, uint8_t* out);
 };

@@ -3,7 +3,7 @@
 // kernels/x86/vit_ops_{avx2,avx512}.cpp (ISA flags), after <cstdint> and "kernels/vit_ops.h".
 // Rules for this file, so that every build is bit-identical to the reference:
 //   - elementwise float/double arithmetic only, or reductions in the fixed 8-lane order;
-//   - no library calls whose results could differ per build (our own exp/erf polynomials;
+//   - no library calls whose results could differ per build (our own exp and GELU polynomials;
 //     sqrt is IEEE correctly rounded);
 //   - no std containers or templates (no inline functions that the linker could share
 //     between builds with different -m flags).
@@ -57,36 +57,69 @@ static inline float vo_exp(float x) {
   return tiny ? 0.0f : e;
 }
 
-// erf(x): odd; on [0, 4) eight intervals of width 1/2, each a degree-7 polynomial in
-// (|x| - centre) fitted to erf (Chebyshev least squares; max abs error 7e-8 in float);
-// 1 from 4 on (erf(4) = 1 - 1.5e-8 rounds to 1.0f). erf(+-NaN) = +-1 (GELU(NaN) stays NaN).
-static constexpr float vo_erf_coef[8][8] = {
-    {2.763263881e-01f, 1.060014129e+00f, -2.650030851e-01f, -3.091705441e-01f, 1.269408762e-01f, 8.003829420e-02f, -3.941861168e-02f, -1.582425646e-02f},
-    {7.111556530e-01f, 6.429310441e-01f, -4.821981788e-01f, 2.678843401e-02f, 1.506771892e-01f, -5.322016031e-02f, -2.660210989e-02f, 1.791717112e-02f},
-    {9.229001403e-01f, 2.365211248e-01f, -2.956516743e-01f, 1.675358713e-01f, -6.135778502e-03f, -4.718590155e-02f, 2.064384148e-02f, 3.738367232e-03f},
-    {9.866716862e-01f, 5.277499557e-02f, -9.235621244e-02f, 9.015736729e-02f, -4.810507968e-02f, 6.619183347e-03f, 9.044030681e-03f, -5.940426141e-03f},
-    {9.985373020e-01f, 7.142319344e-03f, -1.607017033e-02f, 2.172452025e-02f, -1.908758655e-02f, 1.065977477e-02f, -2.787817735e-03f, -7.185895811e-04f},
-    {9.998993874e-01f, 5.862772814e-04f, -1.612266409e-03f, 2.760381903e-03f, -3.257764271e-03f, 2.756232163e-03f, -1.667186851e-03f, 6.364222500e-04f},
-    {9.999957085e-01f, 2.918901555e-05f, -9.486825729e-05f, 1.958120847e-04f, -2.862245019e-04f, 3.136490413e-04f, -2.730799897e-04f, 1.733881363e-04f},
-    {9.999998808e-01f, 8.814297416e-07f, -3.305919108e-06f, 7.970193110e-06f, -1.379316109e-05f, 1.833502756e-05f, -2.059694452e-05f, 1.709348180e-05f},
+// GELU(y) = y * Phi(y), Phi the standard normal CDF, by a piecewise polynomial in float:
+//   u = y * 2.65165043f + 16.0f  (u = 16 + y / w, w = 8 sqrt(2) / 30: 30 intervals of width w
+//       cover [-4 sqrt(2), 4 sqrt(2)) as u in [1, 31));
+//   u = u > 0 ? u : 0 (NaN -> 0);  u = u < 31.999998f ? u : 31.999998f (the float below 32);
+//   i = (int)u;  s = u - (float)i  (exact, in [0, 1));
+//   Phi = c[i][5]; Phi = Phi * s + c[i][4]; ... ; Phi = Phi * s + c[i][0]  (no FMA);
+//   GELU = y * Phi.
+// Intervals 1..30: degree-5 interpolation of Phi at the Chebyshev nodes of the interval
+// (coefficients rounded to float); interval 0 (y < -4 sqrt(2)) is Phi = 0 and interval 31
+// (y >= 4 sqrt(2)) Phi = 1, exactly. On 200,001 points of [-7, 7]: |Phi error| <= 1.8e-7 (max
+// at y = 0.157), |GELU error| <= 5.2e-7 (at y = 4.9): the erf form y * 0.5 * (1 + erf(y / sqrt 2)) to float
+// precision. 32 intervals so that a SIMD build looks each coefficient up with one two-register
+// permute (AVX-512) instead of computing |y|, a sign and an erf. GELU(NaN) = NaN.
+static constexpr float vo_phi_inv_w = 2.65165043f;
+static constexpr float vo_phi_u_max = 31.999998092651367f;
+static constexpr float vo_phi_coef[32][6] = {
+    {0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f},
+    {7.707871674e-09f, 1.698536067e-08f, 1.743521594e-08f, 1.501960334e-08f, 1.538199568e-09f, 5.999761576e-09f},
+    {6.468332003e-08f, 1.333975774e-07f, 1.295290275e-07f, 9.730308648e-08f, 1.631721425e-08f, 3.163058082e-08f},
+    {4.728507861e-07f, 9.091548350e-07f, 8.274777770e-07f, 5.458349506e-07f, 1.175772795e-07f, 1.399674971e-07f},
+    {3.012833531e-06f, 5.376390618e-06f, 4.546036052e-06f, 2.643549578e-06f, 6.491948170e-07f, 5.152326708e-07f},
+    {1.674317173e-05f, 2.758458686e-05f, 2.147101077e-05f, 1.101261660e-05f, 2.852787929e-06f, 1.556113375e-06f},
+    {8.122019790e-05f, 1.227820903e-04f, 8.711116971e-05f, 3.927502985e-05f, 1.010141295e-05f, 3.766802820e-06f},
+    {3.442566958e-04f, 4.741055018e-04f, 3.031930537e-04f, 1.191717456e-04f, 2.879074782e-05f, 6.977674275e-06f},
+    {1.276495634e-03f, 1.588075771e-03f, 9.034397663e-04f, 3.050270607e-04f, 6.514639244e-05f, 8.764402992e-06f},
+    {4.146949854e-03f, 4.614381585e-03f, 2.297610044e-03f, 6.501924363e-04f, 1.129472075e-04f, 3.727954891e-06f},
+    {1.182581019e-02f, 1.163041685e-02f, 4.963808693e-03f, 1.129725366e-03f, 1.362328912e-04f, -1.277274805e-05f},
+    {2.967322059e-02f, 2.542801946e-02f, 9.042613208e-03f, 1.533911563e-03f, 7.210384501e-05f, -3.585673767e-05f},
+    {6.571400911e-02f, 4.822399840e-02f, 1.371701155e-02f, 1.458022278e-03f, -1.169517709e-04f, -4.657602767e-05f},
+    {1.289495081e-01f, 7.933165878e-02f, 1.692151278e-02f, 5.370932631e-04f, -3.645827819e-04f, -2.480841067e-05f},
+    {2.253503799e-01f, 1.132041588e-01f, 1.609635539e-02f, -1.140837790e-03f, -4.946875270e-04f, 2.549414421e-05f},
+    {3.530408740e-01f, 1.401235610e-01f, 9.962309152e-03f, -2.840169705e-03f, -3.556018637e-04f, 6.903289614e-05f},
+    {5.000000000e-01f, 1.504504234e-01f, 1.482204993e-06f, -3.572248155e-03f, 1.043739667e-05f, 6.903289614e-05f},
+    {6.469591260e-01f, 1.401230693e-01f, -9.960657917e-03f, -2.864646260e-03f, 3.672167950e-04f, 2.549414421e-05f},
+    {7.746496201e-01f, 1.132035926e-01f, -1.609721221e-02f, -1.169322059e-03f, 4.886248498e-04f, -2.480841067e-05f},
+    {8.710504770e-01f, 7.933140546e-02f, -1.692360826e-02f, 5.244549247e-04f, 3.498319129e-04f, -4.657602767e-05f},
+    {9.342859983e-01f, 4.822411388e-02f, -1.371840388e-02f, 1.463759574e-03f, 1.071798397e-04f, -3.585673767e-05f},
+    {9.703267813e-01f, 2.542827837e-02f, -9.042655118e-03f, 1.546929474e-03f, -7.236914826e-05f, -1.277274805e-05f},
+    {9.881742001e-01f, 1.163060777e-02f, -4.963150248e-03f, 1.139260828e-03f, -1.315869886e-04f, 3.727954891e-06f},
+    {9.958530664e-01f, 4.614443984e-03f, -2.297043335e-03f, 6.532566622e-04f, -1.089684083e-04f, 8.764402992e-06f},
+    {9.987235069e-01f, 1.588058192e-03f, -9.032295202e-04f, 3.041114833e-04f, -6.367911556e-05f, 6.977674275e-06f},
+    {9.996557236e-01f, 4.740691802e-04f, -3.032127570e-04f, 1.173487108e-04f, -2.893542660e-05f, 3.766802820e-06f},
+    {9.999187589e-01f, 1.227561734e-04f, -8.718672325e-05f, 3.798490070e-05f, -1.063335458e-05f, 1.556113375e-06f},
+    {9.999832511e-01f, 2.757205402e-05f, -2.152418165e-05f, 1.039265589e-05f, -3.225358341e-06f, 5.152326708e-07f},
+    {9.999969602e-01f, 5.371761745e-06f, -4.570121291e-06f, 2.415818926e-06f, -8.174147297e-07f, 1.399674971e-07f},
+    {9.999995232e-01f, 9.077866707e-07f, -8.356473700e-07f, 4.788777801e-07f, -1.744701166e-07f, 3.163057727e-08f},
+    {9.999999404e-01f, 1.330662087e-07f, -1.317208529e-07f, 8.117005024e-08f, -3.153703787e-08f, 5.999770902e-09f},
+    {1.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f}
 };
-static inline float vo_erf(float x) {
-  const int32_t xb = vo_float_to_bits(x);
-  const float ax = vo_bits_to_float(xb & 0x7FFFFFFF);
-  const float ac = ax < 3.99f ? ax : 3.99f;  // NaN -> 3.99
-  const int i = static_cast<int>(ac * 2.0f);
-  const float t = ac - (static_cast<float>(i) * 0.5f + 0.25f);
-  float p = vo_erf_coef[i][7];
-  p = p * t + vo_erf_coef[i][6];
-  p = p * t + vo_erf_coef[i][5];
-  p = p * t + vo_erf_coef[i][4];
-  p = p * t + vo_erf_coef[i][3];
-  p = p * t + vo_erf_coef[i][2];
-  p = p * t + vo_erf_coef[i][1];
-  p = p * t + vo_erf_coef[i][0];
-  p = p < 1.0f ? p : 1.0f;
-  p = ax < 4.0f ? p : 1.0f;
-  return vo_bits_to_float(vo_float_to_bits(p) | (xb & static_cast<int32_t>(0x80000000u)));
+static inline float vo_gelu(float y) {
+  float u = y * vo_phi_inv_w + 16.0f;
+  u = u > 0.0f ? u : 0.0f;
+  u = u < vo_phi_u_max ? u : vo_phi_u_max;
+  const int i = static_cast<int>(u);
+  const float s = u - static_cast<float>(i);
+  const float* c = vo_phi_coef[i];
+  float p = c[5];
+  p = p * s + c[4];
+  p = p * s + c[3];
+  p = p * s + c[2];
+  p = p * s + c[1];
+  p = p * s + c[0];
+  return y * p;
 }
 
 // sum8 of n values v(i) given as a float array (products = false) or of squares of
@@ -193,7 +226,7 @@ static void vo_softmax_levels(float* s, int64_t lds, int n, int rows, float inv_
 static void vo_gelu_quant(const float* y, int n, const float* mul, QuantParams q, uint8_t* out) {
   for (int i = 0; i < n; ++i) {
     const float v = y[i];
-    float g = v * 0.5f * (1.0f + vo_erf(v * 0.70710678f));
+    float g = vo_gelu(v);
     if (mul) g = g * mul[i];
     out[i] = vo_quantize(g, q);
   }
@@ -209,10 +242,10 @@ static void vo_quant_row_s8(const float* y, int n, QuantParams q, int32_t offset
 static void vo_exp_row(const float* x, int n, float* out) {
   for (int i = 0; i < n; ++i) out[i] = vo_exp(x[i]);
 }
-static void vo_erf_row(const float* x, int n, float* out) {
-  for (int i = 0; i < n; ++i) out[i] = vo_erf(x[i]);
+static void vo_gelu_row(const float* x, int n, float* out) {
+  for (int i = 0; i < n; ++i) out[i] = vo_gelu(x[i]);
 }
 
 static const VitRowOps vo_table = {
-    VO_NAME, vo_layernorm_quant, vo_layernorm_quant2, vo_softmax_levels, vo_gelu_quant, vo_quant_row, vo_quant_row_s8, vo_exp_row, vo_erf_row, vo_codes_row,
+    VO_NAME, vo_layernorm_quant, vo_layernorm_quant2, vo_softmax_levels, vo_gelu_quant, vo_quant_row, vo_quant_row_s8, vo_exp_row, vo_gelu_row, vo_codes_row,
 };

@@ -1,9 +1,9 @@
 // vit_ops_avx512.cpp: the executor's float row operations for Avx512Vnni.
 //
 // LayerNorm and the plain quantizers are kernels/vit_ops_impl.h compiled with the avx512 flags
-// (the compiler vectorizes those loops). Softmax + post-Softmax codes, GELU + quantize, exp and
-// erf are written with AVX-512 intrinsics below, because GCC 12 does not vectorize the table
-// lookups (erf's per-interval coefficients, the coder's start / threshold / level tables) and
+// (the compiler vectorizes those loops). Softmax + post-Softmax codes, GELU + quantize and exp
+// are written with AVX-512 intrinsics below, because GCC 12 does not vectorize the table
+// lookups (GELU's per-interval coefficients, the coder's start / threshold / level tables) and
 // left those loops scalar. Their scalar reference twins are the vo_* functions of
 // vit_ops_impl.h (kernels/vit_ref.cpp); every vector operation here is the same IEEE float or
 // double operation on the same operands in the same order (no FMA: -ffp-contract=off, no
@@ -63,33 +63,31 @@ static inline __m512 v_exp(__m512 x) {
   return _mm512_maskz_mov_ps(not_tiny, _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
 }
 
-// vo_erf_coef transposed: row j holds coefficient j of the eight intervals (lanes 0..7), so a
-// permute by the interval index picks each lane's coefficient. Built at compile time (a dynamic
-// initializer in this file could run AVX-512 code at start-up on a CPU without it).
-struct ErfTable {
-  alignas(64) float c[8][16];
-  constexpr ErfTable() : c{} {
-    for (int j = 0; j < 8; ++j)
-      for (int i = 0; i < 16; ++i) c[j][i] = vo_erf_coef[i & 7][j];
+// vo_phi_coef transposed: c[j][0..15] / c[j][16..31] hold coefficient j of intervals 0..15 /
+// 16..31, so a two-register permute by the interval index picks each lane's coefficient. Built
+// at compile time (a dynamic initializer in this file could run AVX-512 code at start-up on a
+// CPU without it).
+struct PhiTable {
+  alignas(64) float c[6][32];
+  constexpr PhiTable() : c{} {
+    for (int j = 0; j < 6; ++j)
+      for (int i = 0; i < 32; ++i) c[j][i] = vo_phi_coef[i][j];
   }
 };
-static constexpr ErfTable v_erf_table{};
+static constexpr PhiTable v_phi_table{};
 
-// vo_erf.
-static inline __m512 v_erf(__m512 x) {
-  const __m512i sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(static_cast<int32_t>(0x80000000u)));
-  const __m512 ax = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(0x7FFFFFFF)));
-  const __m512 ac = _mm512_min_ps(ax, _mm512_set1_ps(3.99f));  // ax < 3.99 ? ax : 3.99 (NaN -> 3.99)
-  const __m512i i = _mm512_cvttps_epi32(_mm512_mul_ps(ac, _mm512_set1_ps(2.0f)));
-  const __m512 centre = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(i), _mm512_set1_ps(0.5f)), _mm512_set1_ps(0.25f));
-  const __m512 t = _mm512_sub_ps(ac, centre);
-  const ErfTable& tb = v_erf_table;
-  __m512 p = _mm512_permutexvar_ps(i, _mm512_load_ps(tb.c[7]));
-  for (int j = 6; j >= 0; --j) p = _mm512_add_ps(_mm512_mul_ps(p, t), _mm512_permutexvar_ps(i, _mm512_load_ps(tb.c[j])));
-  const __m512 one = _mm512_set1_ps(1.0f);
-  p = _mm512_min_ps(p, one);                                                       // p < 1 ? p : 1
-  p = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(ax, _mm512_set1_ps(4.0f), _CMP_LT_OQ), one, p);  // ax < 4 ? p : 1
-  return _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(p), sign));
+// vo_gelu.
+static inline __m512 v_gelu(__m512 y) {
+  __m512 u = _mm512_add_ps(_mm512_mul_ps(y, _mm512_set1_ps(vo_phi_inv_w)), _mm512_set1_ps(16.0f));
+  u = _mm512_max_ps(u, _mm512_setzero_ps());          // u > 0 ? u : 0 (NaN -> 0)
+  u = _mm512_min_ps(u, _mm512_set1_ps(vo_phi_u_max));  // u < max ? u : max
+  const __m512i i = _mm512_cvttps_epi32(u);
+  const __m512 s = _mm512_sub_ps(u, _mm512_cvtepi32_ps(i));
+  const PhiTable& tb = v_phi_table;
+  auto coef = [&](int j) { return _mm512_permutex2var_ps(_mm512_load_ps(tb.c[j]), i, _mm512_load_ps(tb.c[j] + 16)); };
+  __m512 p = coef(5);
+  for (int j = 4; j >= 0; --j) p = _mm512_add_ps(_mm512_mul_ps(p, s), coef(j));
+  return _mm512_mul_ps(y, p);
 }
 
 static inline __mmask16 tail_mask(int r) { return r >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << r) - 1u); }
@@ -99,12 +97,6 @@ static inline __mmask16 tail_mask(int r) { return r >= 16 ? static_cast<__mmask1
 // Main loops run whole vectors without masks, two per iteration (GELU) where that helped;
 // the tail is one masked vector. Measured on Zen 5 (one core): GELU 0.735 -> 0.665 ns per
 // element, softmax + codes 1.387 -> 1.318 ns (197 tokens), outputs unchanged.
-static inline __m512 v_gelu(__m512 v) {
-  // v * 0.5f * (1.0f + erf(v * 0.70710678f)), left to right.
-  const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f), rs2 = _mm512_set1_ps(0.70710678f);
-  return _mm512_mul_ps(_mm512_mul_ps(v, half), _mm512_add_ps(one, v_erf(_mm512_mul_ps(v, rs2))));
-}
-
 static void v_gelu_quant(const float* y, int n, const float* mul, QuantParams q, uint8_t* out) {
   int i = 0;
   for (; i + 32 <= n; i += 32) {
@@ -131,10 +123,10 @@ static void v_exp_row(const float* x, int n, float* out) {
   }
 }
 
-static void v_erf_row(const float* x, int n, float* out) {
+static void v_gelu_row(const float* x, int n, float* out) {
   for (int i = 0; i < n; i += 16) {
     const __mmask16 m = tail_mask(n - i);
-    _mm512_mask_storeu_ps(out + i, m, v_erf(_mm512_maskz_loadu_ps(m, x + i)));
+    _mm512_mask_storeu_ps(out + i, m, v_gelu(_mm512_maskz_loadu_ps(m, x + i)));
   }
 }
 
@@ -396,7 +388,7 @@ static void v_softmax_levels(float* s, int64_t lds, int n, int rows, float inv, 
 
 static const VitRowOps v_table = {
     "avx512", vo_layernorm_quant, v_layernorm_quant2, v_softmax_levels, v_gelu_quant, vo_quant_row, vo_quant_row_s8,
-    v_exp_row, v_erf_row, v_codes_row,
+    v_exp_row, v_gelu_row, v_codes_row,
 };
 }  // namespace vitops_avx512
 

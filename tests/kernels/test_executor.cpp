@@ -533,16 +533,16 @@ TEST(VitRowOps, BitIdenticalAcrossIsas) {
       ref.exp_row(x.data(), n, e1.data());
       ops.exp_row(x.data(), n, e2.data());
       EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), n * 4)) << isa_name(isa) << " exp";
-      ref.erf_row(x.data(), n, e1.data());
-      ops.erf_row(x.data(), n, e2.data());
-      EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), n * 4)) << isa_name(isa) << " erf";
+      ref.gelu_row(x.data(), n, e1.data());
+      ops.gelu_row(x.data(), n, e2.data());
+      EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), n * 4)) << isa_name(isa) << " gelu";
     }
   }
 }
 
-// The hand-vectorized ops (Avx512Vnni: exp, erf, GELU, softmax + codes) at the edges of their
-// piecewise definitions, bit for bit against the reference twin: erf's interval boundaries and
-// its 3.99 / 4 cut-offs, exp's -87 / 88 clamps, NaN, infinities, +-0, denormals, huge values,
+// The hand-vectorized ops (Avx512Vnni: exp, GELU, softmax + codes) at the edges of their
+// piecewise definitions, bit for bit against the reference twin: GELU's interval boundaries
+// (the floats around each), exp's -87 / 88 clamps, NaN, infinities, +-0, denormals, huge values,
 // and softmax rows holding NaN / -inf / all-equal scores, at lengths around the 16-lane tails.
 TEST(VitRowOps, VectorTwinsBitIdenticalAtEdges) {
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
@@ -554,8 +554,16 @@ TEST(VitRowOps, VectorTwinsBitIdenticalAtEdges) {
     for (float v : {b, std::nextafter(b, 10.0f), std::nextafter(b, -10.0f)}) {
       x.push_back(v);
       x.push_back(-v);
-      x.push_back(v * 1.41421356f);  // the GELU input whose erf argument lands on the boundary
-      x.push_back(-v * 1.41421356f);
+    }
+  }
+  // GELU's interval boundaries: the floats y around u = y * inv_w + 16 = k, k = 0..32.
+  for (int k = 0; k <= 32; ++k) {
+    const float b = float((k - 16) / 2.65165043);
+    float lo = b, hi = b;
+    x.push_back(b);
+    for (int u = 0; u < 4; ++u) {
+      lo = std::nextafter(lo, -100.0f), hi = std::nextafter(hi, 100.0f);
+      x.push_back(lo), x.push_back(hi);
     }
   }
   std::mt19937 rng(17);
@@ -577,9 +585,9 @@ TEST(VitRowOps, VectorTwinsBitIdenticalAtEdges) {
     ref.exp_row(x.data(), n, e1.data());
     ops.exp_row(x.data(), n, e2.data());
     EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), size_t(n) * 4)) << isa_name(isa) << " exp";
-    ref.erf_row(x.data(), n, e1.data());
-    ops.erf_row(x.data(), n, e2.data());
-    EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), size_t(n) * 4)) << isa_name(isa) << " erf";
+    ref.gelu_row(x.data(), n, e1.data());
+    ops.gelu_row(x.data(), n, e2.data());
+    EXPECT_EQ(0, std::memcmp(e1.data(), e2.data(), size_t(n) * 4)) << isa_name(isa) << " gelu";
     std::vector<uint8_t> o1(n), o2(n);
     for (QuantParams q : {QuantParams{4.0f, 10, 255}, QuantParams{0.7f, 3, 15}, QuantParams{1e6f, 128, 255}}) {
       for (int len : {n, 1, 15, 16, 17, 33}) {
@@ -652,7 +660,7 @@ TEST(VitRowOps, QuantizeMatchesActQuant) {
   }
 }
 
-TEST(VitRowOps, ExpAndErfAccuracy) {
+TEST(VitRowOps, ExpAndGeluAccuracy) {
   const VitRowOps& ops = vit_row_ops_ref();
   std::vector<float> x;
   for (float v = -90.0f; v <= 0.0f; v += 0.00731f) x.push_back(v);
@@ -666,20 +674,30 @@ TEST(VitRowOps, ExpAndErfAccuracy) {
       EXPECT_NEAR(e[i], want, want * 4e-7) << x[i];
     }
   }
+  // GELU: within 2e-7 * max(1, |y|) + 1e-7 of y * Phi(y) (vit_ops_impl.h: 5.2e-7 at most on
+  // [-7, 7]); exactly y above 4 sqrt(2) and exactly 0 below -4 sqrt(2).
   x.clear();
-  for (float v = -6.0f; v <= 6.0f; v += 0.000913f) x.push_back(v);
+  for (float v = -9.0f; v <= 9.0f; v += 0.000913f) x.push_back(v);
   e.resize(x.size());
-  ops.erf_row(x.data(), int(x.size()), e.data());
-  for (size_t i = 0; i < x.size(); ++i) EXPECT_NEAR(e[i], std::erf(double(x[i])), 1.5e-7) << x[i];
+  ops.gelu_row(x.data(), int(x.size()), e.data());
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double y = x[i], want = 0.5 * y * (1.0 + std::erf(y / std::sqrt(2.0)));
+    EXPECT_NEAR(e[i], want, 2e-7 * std::max(1.0, std::fabs(y)) + 1e-7) << x[i];
+    worst = std::max(worst, std::fabs(e[i] - want));
+    if (y >= 5.6569f) EXPECT_EQ(e[i], x[i]) << x[i];
+    if (y < -5.6569f) EXPECT_EQ(e[i], 0.0f) << x[i];
+  }
+  std::printf("  GELU polynomial: max |error| %.3g on [-9, 9]\n", worst);
   float special[3] = {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity(), 0.0f};
   float out[3];
   ops.exp_row(special, 3, out);
   EXPECT_EQ(out[0], 0.0f);
   EXPECT_EQ(out[1], 0.0f);
   EXPECT_EQ(out[2], 1.0f);
-  ops.erf_row(special, 3, out);
-  EXPECT_EQ(out[0], 1.0f);  // erf(NaN) = 1 by definition of our polynomial (GELU(NaN) stays NaN)
-  EXPECT_EQ(out[1], -1.0f);
+  ops.gelu_row(special, 3, out);
+  EXPECT_TRUE(std::isnan(out[0]));   // GELU(NaN) = NaN
+  EXPECT_TRUE(std::isnan(out[1]));   // -inf * 0, as torch's erf form gives
   EXPECT_EQ(out[2], 0.0f);
 }
 
