@@ -116,6 +116,39 @@ static inline __m256i v_level_gather(__m256 a0, const AttnCoder::View* cd) {
   return _mm256_i32gather_epi32(cd->lut, c, 4);
 }
 
+// AttnCoder::affine_k on 8 lanes: the clamped r = round(a * k) and whether every lane is clear
+// of the thresholds (else the caller takes the tables).
+static inline bool v_affine_r(__m256 a, const AttnCoder::View* cd, __m256i* r_out) {
+  const __m256 u = _mm256_mul_ps(a, _mm256_set1_ps(cd->affine_k));
+  const __m256 r = _mm256_round_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 d = _mm256_and_ps(_mm256_sub_ps(u, r), _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF)));
+  if (_mm256_movemask_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0.5f - AttnCoder::kAffineEta), _CMP_NLT_UQ)) != 0)
+    return false;   // |u - r| >= 1/2 - eta, or NaN
+  *r_out = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(r, _mm256_setzero_ps()), _mm256_set1_ps(float(cd->affine_q))));
+  return true;
+}
+static inline __m256i v_level_affine(__m256 a, const AttnCoder::View* cd) {
+  __m256i r;
+  if (v_affine_r(a, cd, &r)) return _mm256_add_epi32(_mm256_set1_epi32(cd->affine_base), _mm256_mullo_epi32(r, _mm256_set1_epi32(cd->affine_g)));
+  return v_level_gather(a, cd);
+}
+
+static void v_codes_row(const float* a, int n, const AttnCoder::View* cd, uint8_t* out) {
+  if (cd->affine_k == 0.0f || cd->search_levels) return vo_codes_row(a, n, cd, out);
+  int j = 0;
+  for (; j + 8 <= n; j += 8) {
+    __m256i r;
+    if (!v_affine_r(_mm256_loadu_ps(a + j), cd, &r)) {
+      vo_codes_row(a + j, 8, cd, out + j);
+      continue;
+    }
+    const __m256i c = _mm256_sub_epi32(_mm256_set1_epi32(cd->affine_q), r);
+    const __m128i w = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + j), _mm_packus_epi16(w, w));
+  }
+  vo_codes_row(a + j, n - j, cd, out + j);
+}
+
 // AttnCoder::search_levels (L <= 32) on 8 lanes: the 32 padded thresholds / levels in four
 // registers each; entry i is lane i % 8 of register i / 8.
 struct Table32 {
@@ -201,6 +234,14 @@ static void v_softmax_row(float* s, int n, float inv_sqrt_hd, const AttnCoder::V
     }
     return;
   }
+  if (cd->affine_k != 0.0f) {   // a uniform grid: levels by arithmetic (AttnCoder::affine_k)
+    for (int j = 0; j < nf; j += 8) v_store8(out + j, v_level_affine(_mm256_div_ps(_mm256_loadu_ps(s + j), sum), cd));
+    if (nf < n) {
+      v_store8(tail, v_level_affine(_mm256_div_ps(_mm256_maskload_ps(s + nf, tm), sum), cd));
+      for (int j = nf; j < n; ++j) out[j] = tail[j - nf];
+    }
+    return;
+  }
   for (int j = 0; j < nf; j += 8) v_store8(out + j, v_level_gather(_mm256_div_ps(_mm256_loadu_ps(s + j), sum), cd));
   if (nf < n) {
     v_store8(tail, v_level_gather(_mm256_div_ps(_mm256_maskload_ps(s + nf, tm), sum), cd));
@@ -221,7 +262,7 @@ static void v_softmax_levels(float* s, int64_t lds, int n, int rows, float inv_s
 
 static const VitRowOps v_table = {
     "avx2", vo_layernorm_quant, vo_layernorm_quant2, v_softmax_levels, v_gelu_quant, vo_quant_row,
-    vo_quant_row_s8, v_exp_row, vo_gelu_row, vo_codes_row,
+    vo_quant_row_s8, v_exp_row, vo_gelu_row, v_codes_row,
 };
 
 }  // namespace vitops_avx2
