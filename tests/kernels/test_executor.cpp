@@ -685,8 +685,12 @@ TEST(VitRowOps, ExpAndGeluAccuracy) {
     const double y = x[i], want = 0.5 * y * (1.0 + std::erf(y / std::sqrt(2.0)));
     EXPECT_NEAR(e[i], want, 2e-7 * std::max(1.0, std::fabs(y)) + 1e-7) << x[i];
     worst = std::max(worst, std::fabs(e[i] - want));
-    if (y >= 5.6569f) EXPECT_EQ(e[i], x[i]) << x[i];
-    if (y < -5.6569f) EXPECT_EQ(e[i], 0.0f) << x[i];
+    if (y >= 5.6569f) {
+      EXPECT_EQ(e[i], x[i]) << x[i];
+    }
+    if (y < -5.6569f) {
+      EXPECT_EQ(e[i], 0.0f) << x[i];
+    }
   }
   std::printf("  GELU polynomial: max |error| %.3g on [-9, 9]\n", worst);
   float special[3] = {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity(), 0.0f};
