@@ -16,6 +16,7 @@
 
 #include "kernels/error.h"
 #include "kernels/qmodel.h"
+#include "kernels/vit_ops.h"
 #include "quant/quantizers.h"
 #include "quant/sim.h"
 
@@ -461,6 +462,18 @@ TEST(AttnQuant, LutMatchesFloatLevels) {
         EXPECT_LE(std::abs(double(q.level(int(c))) - fl[c]), q.lut_scale * (0.5 + 1e-4))
             << kind << " bits " << bits << " code " << c;
     }
+}
+
+// The executor codes 8-bit uniform post-Softmax quantizers arithmetically
+// (AttnCoder::affine_k, kernels/vit_ops.h) only when the thresholds sit on a uniform grid's
+// midpoints and the levels are affine: what this library writes must pass that check at any
+// clip scale, or W8A8 models silently fall back to the table path.
+TEST(AttnQuant, UniformEightBitTakesTheExecutorsArithmeticCoder) {
+  for (double s : {1.0, 0.9804, 0.7316, 0.5032, 0.25, 0.1, 0.0137}) {
+    const AttnCoder cd = make_attn_coder(make_attn_quant("uniform", 8, s));
+    EXPECT_NE(cd.affine_k, 0.0f) << "clip " << s;
+  }
+  EXPECT_EQ(make_attn_coder(make_attn_quant("log2", 8, 1.0)).affine_k, 0.0f);
 }
 
 TEST(AttnQuant, BadArguments) {
