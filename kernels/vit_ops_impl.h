@@ -106,6 +106,20 @@ static constexpr float vo_phi_coef[32][6] = {
     {9.999999404e-01f, 1.330662087e-07f, -1.317208529e-07f, 8.117005024e-08f, -3.153703787e-08f, 5.999770902e-09f},
     {1.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f, 0.000000000e+00f}
 };
+// vo_phi_coef transposed for the SIMD builds: c[j][0..31] holds coefficient j of the 32
+// intervals, so a permute by the interval index picks each lane's coefficient (AVX-512: one
+// two-register permute of c[j][0..15] and c[j][16..31]; AVX2: four one-register permutes and
+// blends). constexpr: no dynamic initializer (which in a SIMD file could run its instructions
+// at start-up on a CPU without them).
+struct VoPhiTable {
+  alignas(64) float c[6][32];
+  constexpr VoPhiTable() : c{} {
+    for (int j = 0; j < 6; ++j)
+      for (int i = 0; i < 32; ++i) c[j][i] = vo_phi_coef[i][j];
+  }
+};
+static constexpr VoPhiTable vo_phi_table{};
+
 static inline float vo_gelu(float y) {
   float u = y * vo_phi_inv_w + 16.0f;
   u = u > 0.0f ? u : 0.0f;

@@ -18,17 +18,6 @@ namespace vitops_avx2 {
 #include "kernels/vit_ops_impl.h"
 #undef VO_NAME
 
-// vo_phi_coef transposed: c[j][8r .. 8r+7] hold coefficient j of intervals 8r .. 8r+7
-// (constant-initialized: no start-up code).
-struct PhiTable8 {
-  alignas(32) float c[6][32];
-  constexpr PhiTable8() : c{} {
-    for (int j = 0; j < 6; ++j)
-      for (int i = 0; i < 32; ++i) c[j][i] = vo_phi_coef[i][j];
-  }
-};
-static constexpr PhiTable8 v_phi_table8{};
-
 // vo_gelu on 8 lanes. Each coefficient of the lanes' intervals: four permutes (index bits
 // 0-2) and three blends (bits 3 and 4); per-lane gathers were 1.8x slower on Zen 4.
 static inline __m256 v_gelu(__m256 y) {
@@ -38,7 +27,7 @@ static inline __m256 v_gelu(__m256 y) {
   const __m256i i = _mm256_cvttps_epi32(u);
   const __m256 s = _mm256_sub_ps(u, _mm256_cvtepi32_ps(i));
   const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)), bit4 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 27));
-  const PhiTable8& tb = v_phi_table8;
+  const VoPhiTable& tb = vo_phi_table;
   auto coef = [&](int j) {
     const float* t = tb.c[j];
     const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(t), i),

@@ -63,19 +63,6 @@ static inline __m512 v_exp(__m512 x) {
   return _mm512_maskz_mov_ps(not_tiny, _mm512_mul_ps(p, _mm512_castsi512_ps(e)));
 }
 
-// vo_phi_coef transposed: c[j][0..15] / c[j][16..31] hold coefficient j of intervals 0..15 /
-// 16..31, so a two-register permute by the interval index picks each lane's coefficient. Built
-// at compile time (a dynamic initializer in this file could run AVX-512 code at start-up on a
-// CPU without it).
-struct PhiTable {
-  alignas(64) float c[6][32];
-  constexpr PhiTable() : c{} {
-    for (int j = 0; j < 6; ++j)
-      for (int i = 0; i < 32; ++i) c[j][i] = vo_phi_coef[i][j];
-  }
-};
-static constexpr PhiTable v_phi_table{};
-
 // vo_gelu.
 static inline __m512 v_gelu(__m512 y) {
   __m512 u = _mm512_add_ps(_mm512_mul_ps(y, _mm512_set1_ps(vo_phi_inv_w)), _mm512_set1_ps(16.0f));
@@ -83,7 +70,7 @@ static inline __m512 v_gelu(__m512 y) {
   u = _mm512_min_ps(u, _mm512_set1_ps(vo_phi_u_max));  // u < max ? u : max
   const __m512i i = _mm512_cvttps_epi32(u);
   const __m512 s = _mm512_sub_ps(u, _mm512_cvtepi32_ps(i));
-  const PhiTable& tb = v_phi_table;
+  const VoPhiTable& tb = vo_phi_table;
   auto coef = [&](int j) { return _mm512_permutex2var_ps(_mm512_load_ps(tb.c[j]), i, _mm512_load_ps(tb.c[j] + 16)); };
   __m512 p = coef(5);
   for (int j = 4; j >= 0; --j) p = _mm512_add_ps(_mm512_mul_ps(p, s), coef(j));
