@@ -28,8 +28,9 @@ std::vector<float> random_rows(int n, float sd, unsigned seed) {
   return v;
 }
 
-// bits 8: the uniform coder of `reparq bench`'s random model (per-key tables, gathers);
-// bits 4: a log2 coder as W4A4 models have (the register-resident binary search).
+// bits 8: the uniform coder of `reparq bench`'s random model (since session 8 the arithmetic
+// path of AttnCoder::affine_k; before, per-key tables and gathers); bits 4: a log2 coder as
+// W4A4 models have (the register-resident binary search). All 197 rows in one call.
 void bm_softmax(benchmark::State& st, Isa isa, int bits) {
   const reparq::VitRowOps& ops = reparq::vit_row_ops(isa);
   reparq::AttnQuant at;
