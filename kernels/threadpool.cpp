@@ -1,7 +1,33 @@
-// threadpool.cpp: persistent workers sleeping on a condition variable between parallel_for calls.
+// threadpool.cpp: persistent workers; between parallel_for calls they spin briefly, then sleep
+// on a condition variable (threadpool.h).
 #include "kernels/threadpool.h"
 
+#include <chrono>
+
 namespace reparq {
+
+namespace {
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
+
+// Polls done() for up to `micros`; true if it became true.
+template <class Done>
+bool spin_until(Done done, int micros) {
+  const auto limit = std::chrono::steady_clock::now() + std::chrono::microseconds(micros);
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() >= limit) return done();
+  }
+}
+
+}  // namespace
 
 ThreadPool::ThreadPool(int n_threads) {
   const int extra = n_threads > 1 ? n_threads - 1 : 0;
@@ -12,7 +38,7 @@ ThreadPool::ThreadPool(int n_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
+    stop_.store(true, std::memory_order_release);
   }
   start_cv_.notify_all();
   for (std::thread& t : workers_) t.join();
@@ -38,31 +64,31 @@ void ThreadPool::run(int n_tasks, TaskFn call, void* ctx) {
     ctx_ = ctx;
     n_tasks_ = n_tasks;
     next_.store(0, std::memory_order_relaxed);
-    busy_workers_ = static_cast<int>(workers_.size());
-    ++generation_;
+    busy_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    generation_.fetch_add(1, std::memory_order_release);  // publishes the fields above
   }
   start_cv_.notify_all();
   drain();
+  if (spin_until([this] { return busy_workers_.load(std::memory_order_acquire) == 0; }, kSpinMicros)) return;
   std::unique_lock<std::mutex> lock(mu_);
-  done_cv_.wait(lock, [this] { return busy_workers_ == 0; });
+  done_cv_.wait(lock, [this] { return busy_workers_.load(std::memory_order_acquire) == 0; });
 }
 
 void ThreadPool::worker_loop() {
   std::uint64_t seen = 0;
   for (;;) {
-    {
+    auto ready = [&] { return stop_.load(std::memory_order_acquire) || generation_.load(std::memory_order_acquire) != seen; };
+    if (!spin_until(ready, kSpinMicros)) {
       std::unique_lock<std::mutex> lock(mu_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+      start_cv_.wait(lock, ready);
     }
+    if (stop_.load(std::memory_order_acquire)) return;
+    seen = generation_.load(std::memory_order_acquire);
     drain();
-    bool last = false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      last = (--busy_workers_ == 0);
+    if (busy_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      { std::lock_guard<std::mutex> lock(mu_); }  // a caller inside done_cv_.wait sees the 0
+      done_cv_.notify_one();
     }
-    if (last) done_cv_.notify_one();
   }
 }
 

@@ -5,6 +5,11 @@
 // callers must make every task's result independent of the thread that runs it (the GEMM
 // does: each output element is written by exactly one task with the same arithmetic).
 // parallel_for allocates nothing: the callable is passed by address through a trampoline.
+// Waiting is spin-then-sleep: a worker that has just finished polls for the next parallel_for
+// for up to kSpinMicros before it blocks on the condition variable, and the caller polls for
+// the workers' completion likewise. The executor issues ~10 short parallel_fors per block; a
+// condition-variable wake-up costs tens of microseconds on a VM, which made two threads barely
+// faster than one at batch 1 (docs/PERF.md, session 8).
 #pragma once
 
 #include <atomic>
@@ -46,9 +51,11 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable start_cv_;
   std::condition_variable done_cv_;
-  std::uint64_t generation_ = 0;  // bumped per parallel_for, guarded by mu_
-  int busy_workers_ = 0;          // workers still inside the current generation, guarded by mu_
-  bool stop_ = false;
+  static constexpr int kSpinMicros = 200;
+  // Bumped per parallel_for (written under mu_, read by spinning workers without it).
+  std::atomic<std::uint64_t> generation_{0};
+  std::atomic<int> busy_workers_{0};  // workers still inside the current generation
+  std::atomic<bool> stop_{false};
   TaskFn call_ = nullptr;
   void* ctx_ = nullptr;
   int n_tasks_ = 0;
