@@ -111,7 +111,7 @@ struct VitRowOps {
                            float eps, QuantParams q, uint8_t* out0, uint8_t* out1);
   // `rows` rows of n raw scores, row r at s + r*lds (overwritten with scratch values):
   // out[r*ldo + j] = lut[code(softmax(s_r*inv)_j)], each row exactly as the one-row definition
-  // above. The Avx512Vnni version runs two rows at a time, interleaving their reductions.
+  // above (one call per attention head: the coder's setup is done once for all its rows).
   void (*softmax_levels)(float* s, int64_t lds, int n, int rows, float inv_sqrt_hd, const AttnCoder::View* coder,
                          uint8_t* out, int64_t ldo);
   // out[i] = quantize(gelu(y[i]) * mul[i]); mul may be null (no multiplier).

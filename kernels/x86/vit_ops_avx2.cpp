@@ -18,23 +18,29 @@ namespace vitops_avx2 {
 #include "kernels/vit_ops_impl.h"
 #undef VO_NAME
 
-// vo_gelu on 8 lanes. Each coefficient of the lanes' intervals: four permutes (index bits
-// 0-2) and three blends (bits 3 and 4); per-lane gathers were 1.8x slower on Zen 4.
+// Entry i (0..31) of a 32-entry table held in four registers (entry i is lane i % 8 of
+// register i / 8): four permutes by index bits 0-2, three blends by bits 3 and 4.
+static inline __m256 v_pick32(const __m256* t, __m256i i) {
+  const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[0], i), _mm256_permutevar8x32_ps(t[1], i),
+                                     _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));   // bit 3 -> sign
+  const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[2], i), _mm256_permutevar8x32_ps(t[3], i),
+                                     _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
+  return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(i, 27)));       // bit 4 -> sign
+}
+
+// vo_gelu on 8 lanes: each coefficient of the lanes' intervals by v_pick32 (per-lane gathers
+// were 1.8x slower on Zen 4).
 static inline __m256 v_gelu(__m256 y) {
   __m256 u = _mm256_add_ps(_mm256_mul_ps(y, _mm256_set1_ps(vo_phi_inv_w)), _mm256_set1_ps(16.0f));
   u = _mm256_max_ps(u, _mm256_setzero_ps());          // u > 0 ? u : 0 (NaN -> 0)
   u = _mm256_min_ps(u, _mm256_set1_ps(vo_phi_u_max));  // u < max ? u : max
   const __m256i i = _mm256_cvttps_epi32(u);
   const __m256 s = _mm256_sub_ps(u, _mm256_cvtepi32_ps(i));
-  const __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)), bit4 = _mm256_castsi256_ps(_mm256_slli_epi32(i, 27));
   const VoPhiTable& tb = vo_phi_table;
   auto coef = [&](int j) {
     const float* t = tb.c[j];
-    const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(t), i),
-                                       _mm256_permutevar8x32_ps(_mm256_load_ps(t + 8), i), bit3);
-    const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(_mm256_load_ps(t + 16), i),
-                                       _mm256_permutevar8x32_ps(_mm256_load_ps(t + 24), i), bit3);
-    return _mm256_blendv_ps(lo, hi, bit4);
+    const __m256 regs[4] = {_mm256_load_ps(t), _mm256_load_ps(t + 8), _mm256_load_ps(t + 16), _mm256_load_ps(t + 24)};
+    return v_pick32(regs, i);
   };
   __m256 p = coef(5);
   for (int j = 4; j >= 0; --j) p = _mm256_add_ps(_mm256_mul_ps(p, s), coef(j));
@@ -139,18 +145,11 @@ static void v_codes_row(const float* a, int n, const AttnCoder::View* cd, uint8_
 }
 
 // AttnCoder::search_levels (L <= 32) on 8 lanes: the 32 padded thresholds / levels in four
-// registers each; entry i is lane i % 8 of register i / 8.
+// registers each, read with v_pick32.
 struct Table32 {
   __m256 t[4];
   __m256i l[4];
 };
-static inline __m256 v_pick32(const __m256* t, __m256i i) {
-  const __m256 lo = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[0], i), _mm256_permutevar8x32_ps(t[1], i),
-                                     _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));   // bit 3 -> sign
-  const __m256 hi = _mm256_blendv_ps(_mm256_permutevar8x32_ps(t[2], i), _mm256_permutevar8x32_ps(t[3], i),
-                                     _mm256_castsi256_ps(_mm256_slli_epi32(i, 28)));
-  return _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(i, 27)));       // bit 4 -> sign
-}
 static inline __m256i v_level_search(__m256 a, const Table32& tb, int levels) {
   __m256i c = _mm256_setzero_si256();
   for (int st = levels >> 1; st >= 1; st >>= 1) {

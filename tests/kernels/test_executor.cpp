@@ -514,7 +514,7 @@ TEST(VitRowOps, BitIdenticalAcrossIsas) {
         ref.softmax_levels(s1.data(), n, n, 1, 0.125f * n, &v, o1.data(), n);
         ops.softmax_levels(s2.data(), n, n, 1, 0.125f * n, &v, o2.data(), n);
         EXPECT_EQ(o1, o2) << isa_name(isa) << " softmax n=" << n;
-        // Several rows in one call (strided; pairs and an odd last row on Avx512Vnni) = each
+        // Several rows in one call (strided, odd and even row counts) = each
         // row alone through the reference; the padding between rows is not written.
         for (int rows : {2, 3, 5}) {
           const int64_t lds = n + 3, ldo = n + 5;
