@@ -258,8 +258,8 @@ QuantModel random_quant_model(const VitConfig& cfg, int wbits, uint32_t seed) {
     l.input = input;
     return l;
   };
-  const ActQuant ln_q{8, 6.0f / 255, 128}, v_q{8, 8.0f / 255, 128}, gelu_q{8, 4.0f / 255, 10};
-  m.patch_embed = lin(D, cfg.in_chans * cfg.patch * cfg.patch, ActQuant{8, 1.0f, 0});
+  const ActQuant ln_q{8, 6.0f / 255, 128, {}}, v_q{8, 8.0f / 255, 128, {}}, gelu_q{8, 4.0f / 255, 10, {}};
+  m.patch_embed = lin(D, cfg.in_chans * cfg.patch * cfg.patch, ActQuant{8, 1.0f, 0, {}});
   for (float& s : m.patch_embed.w_scale) s /= 128.0f;
   m.cls_token.resize(D);
   for (float& v : m.cls_token) v = 0.02f * nd(rng);

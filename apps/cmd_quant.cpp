@@ -9,9 +9,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
+
+#include <optional>
 #include "apps/report.h"
 #include "calib/data.h"
 #include "calib/stats.h"
@@ -35,6 +38,7 @@ struct QuantArgs {
   int qk_balance = -1, v_balance = -1, bias_correct = -1, recon = -1, gelu_balance = -1;
   double recon_drop = -1;
   std::string a8;
+  std::optional<std::string> level_sites;
   bool no_report = false;
 };
 
@@ -81,9 +85,11 @@ int run_quantize(QuantArgs& a) {
   if (a.v_balance >= 0) r.v_balance = a.v_balance;
   if (a.recon >= 0) r.recon_iters = a.recon;
   if (a.recon_drop >= 0) r.recon_drop = a.recon_drop;
+  if (a.level_sites) r.level_sites = *a.level_sites;
   if (a.gelu_balance >= 0) r.gelu_balance = a.gelu_balance;
   if (!a.a8.empty()) r.a8_sites = a.a8;
   parse_a8_sites(r.a8_sites);   // validate before loading anything
+  parse_level_sites(r.level_sites);
   Vit fp = Vit::load(a.model);
   check_output_path(a.out);
   ImageSet tr = load_fashion_mnist(data_dir(a.c.data_dir), true);
@@ -212,6 +218,7 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--v-balance", qa.v_balance, "Override: balance v / proj-input channels into proj's weights (1 or 0)")->check(CLI::Range(0, 1));
   q->add_option("--gelu-balance", qa.gelu_balance, "Override: per-channel GELU-output multiplier migrated into fc2 (1 or 0; only at <= 5-bit fc2 inputs)")->check(CLI::Range(0, 1));
   q->add_option("--recon", qa.recon, "Override: block reconstruction Adam steps per block (0 = off; only when some activation site has <= 5 bits)")->check(CLI::Range(0, 100000));
+  q->add_option("--level-sites", qa.level_sites, "Override: activation sites (<= 5 bits) with non-uniform levels, comma-separated (qkv, q, k, v, proj, fc1, fc2, head) or 'none' (reparq: fc2)");
   q->add_option("--recon-drop", qa.recon_drop, "Override: QDrop probability in block reconstruction (0 = off)")->check(CLI::Range(0.0, 1.0));
   q->add_option("--a8", qa.a8, "Mixed precision: keep these activation sites at 8 bits, comma-separated: qkv,q,k,v,attn,proj,fc1,fc2,head");
   q->add_flag("--no-report", qa.no_report, "Do not write OUT.report.md / OUT.report.json (per-site error table)");

@@ -50,6 +50,7 @@ struct Block {
   std::vector<float> sv;          // hd copies of v.scale
   std::vector<int32_t> zk;        // T copies of k.zero - 2^(kbits-1)
   std::vector<int32_t> zv;        // hd copies of v.zero - 2^(vbits-1)
+  std::vector<uint8_t> kmap, vmap;  // with level tables: code -> lut[code] - 2^(bits-1)
 };
 
 // p[i] -= c (mod 256): codes -> two's complement code - c. A function of its own, with locals
@@ -57,6 +58,11 @@ struct Block {
 // the loop scalar (1 ms per DeiT-S image).
 void subtract_bytes(uint8_t* p, int64_t n, uint8_t c) {
   for (int64_t i = 0; i < n; ++i) p[i] = uint8_t(p[i] - c);
+}
+
+// p[i] = table[p[i]]: non-uniform activation levels (ActQuant::lut), k/v offsets folded in.
+void map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
+  for (int64_t i = 0; i < n; ++i) p[i] = table[p[i]];
 }
 
 template <class T>
@@ -180,17 +186,25 @@ void Executor::Impl::check_model() {
   auto vec = [&](const std::vector<float>& v, int64_t n, const std::string& name) {
     if (int64_t(v.size()) != n) fail(name + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(n));
   };
+  auto levels_ok = [](const ActQuant& a) {
+    if (a.lut.empty()) return true;
+    if (int64_t(a.lut.size()) != int64_t(a.qmax()) + 1) return false;
+    for (size_t i = 0; i < a.lut.size(); ++i)
+      if (a.lut[i] > a.qmax() || (i > 0 && a.lut[i] < a.lut[i - 1])) return false;
+    return true;
+  };
   auto lin = [&](const QLinear& l, int64_t out, int64_t in, const std::string& name) {
     if (l.out != out || l.in != in) fail(name + " is " + std::to_string(l.out) + "x" + std::to_string(l.in) + ", expected " + std::to_string(out) + "x" + std::to_string(in));
     if (int64_t(l.w.size()) != out * in || int64_t(l.w_zero.size()) != out) fail(name + " weights or zero points have the wrong size");
     vec(l.w_scale, out, name + ".weight_scale");
     vec(l.bias, out, name + ".bias");
     if (l.wbits < 2 || l.wbits > 8) fail(name + " has " + std::to_string(l.wbits) + "-bit weights");
-    if (l.input.bits < 2 || l.input.bits > 8 || l.input.zero < 0 || l.input.zero > l.input.qmax() || !(l.input.scale > 0))
+    if (l.input.bits < 2 || l.input.bits > 8 || l.input.zero < 0 || l.input.zero > l.input.qmax() || !(l.input.scale > 0) ||
+        !levels_ok(l.input))
       fail(name + ".input quantizer is invalid");
   };
   lin(q.patch_embed, D, Pp, "patch_embed");
-  if (q.patch_embed.input.bits != 8 || q.patch_embed.input.zero != 0)
+  if (q.patch_embed.input.bits != 8 || q.patch_embed.input.zero != 0 || !q.patch_embed.input.lut.empty())
     fail("patch_embed.input must be 8-bit with zero point 0 (raw pixels)");
   vec(q.cls_token, D, "cls_token");
   vec(q.pos_embed, T * D, "pos_embed");
@@ -206,7 +220,7 @@ void Executor::Impl::check_model() {
     lin(b.fc1, Hh, D, p + "mlp.fc1");
     lin(b.fc2, D, Hh, p + "mlp.fc2");
     for (const ActQuant* a : {&b.q, &b.k, &b.v})
-      if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0))
+      if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0) || !levels_ok(*a))
         fail(p + "attn q/k/v quantizer is invalid");
     if (T > gemm_max_k(8, 8)) fail("too many tokens for int32 accumulation of attention x V");
   }
@@ -359,6 +373,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
                                 eps, qp, a.data() + r * D, a.data() + (r + 1) * D);
         else
           ops->layernorm_quant(x.data() + r * D, int(D), qb.ln1_w.data(), qb.ln1_b.data(), eps, qp, a.data() + r * D);
+        if (!qb.qkv.input.lut.empty()) map_bytes(a.data() + r * D, std::min<int64_t>(2, rows - r) * D, qb.qkv.input.lut.data());
       });
     }
     lap(kLn1);
@@ -372,22 +387,30 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     uint8_t* vcodes = reinterpret_cast<uint8_t*>(vvals.data());
     gemm_codes(blk.k, a.data(), D, rows, qb.k, kcodes, D);
     gemm_codes(blk.v, a.data(), D, rows, qb.v, vcodes, D);
+    if (!qb.q.lut.empty()) {
+      const int64_t qr = last ? batch : rows, qs = last ? T * D : D;
+      rows_parallel(qr, 16, [&](int64_t r) { map_bytes(qcodes.data() + r * qs, D, qb.q.lut.data()); });
+    }
     lap(kQkvGemm);
     // k and v as weights of the attention GEMMs: values code - 2^(bits-1), in place.
     {
       const uint8_t ko = uint8_t(1 << (qb.k.bits - 1)), vo = uint8_t(1 << (qb.v.bits - 1));
       rows_parallel(rows, 16, [&](int64_t r) {
-        subtract_bytes(kcodes + r * D, D, ko);
-        subtract_bytes(vcodes + r * D, D, vo);
+        if (blk.kmap.empty()) subtract_bytes(kcodes + r * D, D, ko);
+        else map_bytes(kcodes + r * D, D, blk.kmap.data());
+        if (blk.vmap.empty()) subtract_bytes(vcodes + r * D, D, vo);
+        else map_bytes(vcodes + r * D, D, blk.vmap.data());
       });
     }
     lap(kQkvSplit);
     attention(blk, qb, batch, last);
-    lap(kAttn);
-
     // The last block continues with the class tokens only (rows b*T, stride T*D).
     const int64_t n_rows = last ? batch : rows;
     const int64_t row_step = last ? T : 1;
+    if (!qb.proj.input.lut.empty())
+      rows_parallel(n_rows, 16, [&](int64_t r) { map_bytes(a.data() + r * row_step * D, D, qb.proj.input.lut.data()); });
+    lap(kAttn);
+
     gemm_float(blk.proj, a.data(), row_step * D, n_rows, y.data(), D);
     lap(kProjGemm);
     {
@@ -405,6 +428,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
                                 a.data() + (r + 1) * D);
         else
           ops->layernorm_quant(xr[0], int(D), qb.ln2_w.data(), qb.ln2_b.data(), eps, qp, a.data() + r * D);
+        if (!qb.fc1.input.lut.empty()) map_bytes(a.data() + r * D, nr * D, qb.fc1.input.lut.data());
       });
     }
     lap(kLn2);
@@ -415,6 +439,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       const float* mul = qb.fc2_in_mul.empty() ? nullptr : qb.fc2_in_mul.data();
       rows_parallel(n_rows, 4, [&](int64_t r) {
         ops->gelu_quant(y.data() + r * H, int(H), mul, qp, hcodes.data() + r * H);
+        if (!qb.fc2.input.lut.empty()) map_bytes(hcodes.data() + r * H, H, qb.fc2.input.lut.data());
       });
     }
     lap(kGelu);
@@ -434,6 +459,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     for (int64_t b = 0; b < batch; ++b)
       ops->layernorm_quant(x.data() + b * T * D, int(D), m.norm_w.data(), m.norm_b.data(), eps, qp,
                            cls_codes.data() + b * D);
+    if (!m.head.input.lut.empty()) map_bytes(cls_codes.data(), batch * D, m.head.input.lut.data());
     gemm_float(head, cls_codes.data(), D, batch, logits, m.num_classes);
   }
   lap(kHead);
@@ -476,6 +502,13 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
     b.sv.assign(size_t(I.hd), qb.v.scale);
     b.zk.assign(size_t(I.T), qb.k.zero - (1 << (qb.k.bits - 1)));
     b.zv.assign(size_t(I.hd), qb.v.zero - (1 << (qb.v.bits - 1)));
+    auto offset_map = [](const ActQuant& q, std::vector<uint8_t>& map) {
+      if (q.lut.empty()) return;
+      map.resize(q.lut.size());
+      for (size_t c = 0; c < q.lut.size(); ++c) map[c] = uint8_t(q.lut[c] - (1 << (q.bits - 1)));
+    };
+    offset_map(qb.k, b.kmap);
+    offset_map(qb.v, b.vmap);
   }
   I.pool.reset(new ThreadPool(threads));
 }

@@ -17,6 +17,9 @@ const char* const kFormat = "reparq-quant-1";
 // written as version 2 only when it uses the multiplier, so that a reader that does not know
 // the tensor refuses the file instead of ignoring it; version-1 files are unchanged.
 const char* const kFormat2 = "reparq-quant-2";
+// Version 3 = version 2 + optional non-uniform activation levels (<site>.lut, FORMAT.md); written
+// only when some site has them.
+const char* const kFormat3 = "reparq-quant-3";
 const char* const kKinds[] = {"uniform", "log2", "logsqrt2", "tanq"};
 
 int kind_id(const std::string& k) {
@@ -42,6 +45,7 @@ struct Writer {
   void act(const std::string& p, const ActQuant& a) {
     f32(p + ".scale", {a.scale});
     i32(p + ".zero_bits", {a.zero, a.bits});
+    if (!a.lut.empty()) w.add(p + ".lut", DType::U8, {int64_t(a.lut.size())}, a.lut.data(), a.lut.size());
   }
   void linear(const std::string& p, const QLinear& l) {
     if (l.wbits <= 4) {
@@ -61,6 +65,7 @@ struct Writer {
 struct Reader {
   const SafeTensorsFile& f;
   const std::string& path;
+  bool v3 = false;   // the file's format allows level tables
   [[noreturn]] void fail(const std::string& m) const { throw InputError(path + ": " + m); }
   const TensorView& t(const std::string& n, DType dt, std::vector<int64_t> shape) const {
     const TensorView& v = f.get(n, shape);
@@ -91,6 +96,14 @@ struct Reader {
     a.bits = zb[1];
     if (a.bits < 2 || a.bits > 8) fail("'" + p + "' has " + std::to_string(a.bits) + "-bit activations; supported: 2..8");
     if (a.zero < 0 || a.zero > a.qmax()) fail("'" + p + "' zero point " + std::to_string(a.zero) + " is outside [0, " + std::to_string(a.qmax()) + "]");
+    if (f.find(p + ".lut")) {
+      if (!v3) fail("'" + p + ".lut' needs format " + kFormat3);
+      const TensorView& v = t(p + ".lut", DType::U8, {int64_t(a.qmax()) + 1});
+      a.lut.assign(v.data, v.data + v.nbytes);
+      for (size_t i = 0; i < a.lut.size(); ++i)
+        if (a.lut[i] > a.qmax() || (i > 0 && a.lut[i] < a.lut[i - 1]))
+          fail("'" + p + ".lut' must be non-decreasing codes in [0, " + std::to_string(a.qmax()) + "]");
+    }
     return a;
   }
   QLinear linear(const std::string& p, int64_t out, int64_t in) const {
@@ -163,9 +176,13 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
   W.f32("norm.bias", m.norm_b);
   W.linear("head", m.head);
   for (const auto& [k, v] : m.metadata) W.w.set_metadata(k, v);
-  bool v2 = false;
-  for (const QBlock& b : m.blocks) v2 = v2 || !b.fc2_in_mul.empty();
-  W.w.set_metadata("format", v2 ? kFormat2 : kFormat);
+  bool v2 = false, v3 = !m.head.input.lut.empty();
+  for (const QBlock& b : m.blocks) {
+    v2 = v2 || !b.fc2_in_mul.empty();
+    for (const ActQuant* a : {&b.qkv.input, &b.q, &b.k, &b.v, &b.proj.input, &b.fc1.input, &b.fc2.input})
+      v3 = v3 || !a->lut.empty();
+  }
+  W.w.set_metadata("format", v3 ? kFormat3 : v2 ? kFormat2 : kFormat);
   W.w.set_metadata("arch", m.arch);
   W.w.set_metadata("image_size", std::to_string(m.image_size));
   W.w.set_metadata("patch_size", std::to_string(m.patch));
@@ -184,7 +201,7 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
 bool is_quant_model_file(const std::string& path) {
   SafeTensorsFile f = SafeTensorsFile::open(path);
   const std::string fmt = f.meta_str("format", "");
-  return fmt == kFormat || fmt == kFormat2;
+  return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3;
 }
 
 QuantModel load_quant_model(const std::string& path) { return load_quant_model(SafeTensorsFile::open(path)); }
@@ -193,9 +210,10 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
   const std::string& path = f.path();
   Reader R{f, path};
   std::string fmt = f.meta_str("format", "");
-  if (fmt != kFormat && fmt != kFormat2)
+  if (fmt != kFormat && fmt != kFormat2 && fmt != kFormat3)
     R.fail(fmt.empty() ? "not a reparq quantized model (no 'format' metadata; a float model? quantize it first)"
-                       : "format '" + fmt + "' is not supported (expected " + kFormat + " or " + kFormat2 + ")");
+                       : "format '" + fmt + "' is not supported (expected " + kFormat + ", " + kFormat2 + " or " + kFormat3 + ")");
+  R.v3 = fmt == kFormat3;
   QuantModel m;
   m.metadata = f.metadata();
   m.arch = f.meta_str("arch", "vit");
@@ -219,7 +237,7 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
   bad(!(m.ln_eps > 0) || !(m.std > 0) || !std::isfinite(m.mean), "ln_eps/mean/std metadata invalid");
   const int64_t D = m.dim, T = m.tokens(), H = m.mlp_hidden, P = m.in_chans * m.patch * m.patch;
   m.patch_embed = R.linear("patch_embed", D, P);
-  bad(m.patch_embed.input.bits != 8 || m.patch_embed.input.zero != 0,
+  bad(m.patch_embed.input.bits != 8 || m.patch_embed.input.zero != 0 || !m.patch_embed.input.lut.empty(),
       "'patch_embed.input' must be 8-bit with zero point 0 (raw pixels), found " +
           std::to_string(m.patch_embed.input.bits) + "-bit with zero point " + std::to_string(m.patch_embed.input.zero));
   bad(T > gemm_max_k(8, 8), std::to_string(T) + " tokens exceed the int32 accumulation bound of attention x V (" +
@@ -258,7 +276,7 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
     b.fc1 = R.linear(p + "mlp.fc1", H, D);
     b.fc2 = R.linear(p + "mlp.fc2", D, H);
     if (f.find(p + "mlp.fc2.input_mul")) {
-      bad(fmt != kFormat2, "'" + p + "mlp.fc2.input_mul' needs format " + kFormat2 + " (the file says " + fmt + ")");
+      bad(fmt != kFormat2 && fmt != kFormat3, "'" + p + "mlp.fc2.input_mul' needs format " + kFormat2 + " (the file says " + fmt + ")");
       b.fc2_in_mul = R.f32(p + "mlp.fc2.input_mul", {H});
       for (float v : b.fc2_in_mul)
         bad(!(v > 0) || !std::isfinite(v), "'" + p + "mlp.fc2.input_mul' must hold positive finite multipliers, found " + num(v));

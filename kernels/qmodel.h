@@ -19,6 +19,9 @@ struct ActQuant {
   int bits = 8;
   float scale = 1.0f;
   int32_t zero = 0;
+  // Optional non-uniform levels on the uniform grid (FORMAT.md, format 3): the code is
+  // lut[uniform code]; 2^bits non-decreasing entries in [0, qmax]; empty = none.
+  std::vector<uint8_t> lut;
   float inv_scale() const { return 1.0f / scale; }
   int32_t qmax() const { return (1 << bits) - 1; }
   uint8_t quantize(float x) const {
@@ -26,7 +29,8 @@ struct ActQuant {
     t = t > -65536.0f ? t : -65536.0f;   // NaN -> -65536 as in the GEMM epilogue
     t = t < 65536.0f ? t : 65536.0f;
     int32_t q = static_cast<int32_t>(std::nearbyint(t)) + zero;
-    return static_cast<uint8_t>(q < 0 ? 0 : (q > qmax() ? qmax() : q));
+    q = q < 0 ? 0 : (q > qmax() ? qmax() : q);
+    return lut.empty() ? static_cast<uint8_t>(q) : lut[size_t(q)];
   }
   float dequantize(uint8_t q) const { return scale * static_cast<float>(int32_t(q) - zero); }
 };

@@ -81,14 +81,23 @@ struct Recipe {
   // the learned parameters do not fit the 32 calibration images' quantization noise only.
   // 0 = off. Written to the recipe JSON only when nonzero.
   double recon_drop = 0.0;
+  // Non-uniform activation levels (ours, session 9): at these sites (comma-separated names as
+  // in a8_sites, except attn), when they have <= 5 bits, the uniform quantizer gives way to 2^b
+  // levels on an 8-bit grid spanning the site's calibration range, chosen by dynamic
+  // programming for the squared error weighted by the consumer's squared column norms
+  // (act_grid_levels): ActQuant::lut in the file (format reparq-quant-3). The executor's GEMMs
+  // are unchanged (they see 8-bit codes). Block reconstruction keeps these sites' grid and
+  // levels. reparq preset: "fc2" (the GELU output; docs/RESULTS.md). Empty or "none" = none.
+  std::string level_sites;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
   static Recipe preset(const std::string& method, int wbits, int abits);
   std::string to_json() const;
 };
 
-// Parses Recipe::a8_sites; UsageError naming an unknown site.
+// Parse Recipe::a8_sites / level_sites; UsageError naming an unknown site.
 std::set<std::string> parse_a8_sites(const std::string& list);
+std::set<std::string> parse_level_sites(const std::string& list);
 
 // Parses "W4A4" (case-insensitive) into bits; UsageError on anything outside W2..8A2..8.
 void parse_bits(const std::string& s, int* wbits, int* abits);

@@ -77,6 +77,66 @@ ActQuant act_from_range(double lo, double hi, int bits) {
   return a;
 }
 
+ActQuant act_grid_levels(const torch::Tensor& x, int bits, const torch::Tensor& chan_w) {
+  torch::NoGradGuard ng;
+  torch::Tensor X = x.detach().reshape({-1, x.size(-1)}).to(torch::kFloat64);
+  ActQuant g = act_from_range(X.min().item<double>(), X.max().item<double>(), 8);
+  torch::Tensor codes = quant_codes(X.to(torch::kFloat32), g).to(torch::kLong).reshape({-1});
+  torch::Tensor w = chan_w.defined() ? chan_w.to(torch::kFloat64).unsqueeze(0).expand_as(X).reshape({-1})
+                                     : torch::ones({X.numel()}, torch::kFloat64);
+  torch::Tensor xv = X.reshape({-1});
+  torch::Tensor W = torch::zeros({256}, torch::kFloat64), S1 = torch::zeros_like(W), S2 = torch::zeros_like(W);
+  W.index_add_(0, codes, w);
+  S1.index_add_(0, codes, w * xv);
+  S2.index_add_(0, codes, w * xv * xv);
+  std::vector<int> bins;
+  std::vector<double> pw{0}, p1{0}, p2{0};   // prefix sums over the non-empty bins
+  for (int c = 0; c < 256; ++c) {
+    if (!(W[c].item<double>() > 0)) continue;
+    bins.push_back(c);
+    pw.push_back(pw.back() + W[c].item<double>());
+    p1.push_back(p1.back() + S1[c].item<double>());
+    p2.push_back(p2.back() + S2[c].item<double>());
+  }
+  const int n = int(bins.size()), K = std::min(n, 1 << bits);
+  const double s8 = g.scale, z8 = g.zero;
+  auto level = [&](int i, int j) {   // grid code of the cell holding non-empty bins i..j-1
+    double m = (p1[j] - p1[i]) / (pw[j] - pw[i]);
+    return std::min(255.0, std::max(0.0, std::nearbyint(m / s8) + z8));
+  };
+  auto cost = [&](int i, int j) {
+    double v = s8 * (level(i, j) - z8);
+    return (p2[j] - p2[i]) - 2 * v * (p1[j] - p1[i]) + v * v * (pw[j] - pw[i]);
+  };
+  const double inf = std::numeric_limits<double>::infinity();
+  std::vector<std::vector<double>> dp(K + 1, std::vector<double>(n + 1, inf));
+  std::vector<std::vector<int>> from(K + 1, std::vector<int>(n + 1, 0));
+  dp[0][0] = 0;
+  for (int k = 1; k <= K; ++k)
+    for (int j = k; j <= n; ++j)
+      for (int i = k - 1; i < j; ++i) {
+        double c = dp[k - 1][i] + cost(i, j);
+        if (c < dp[k][j]) dp[k][j] = c, from[k][j] = i;
+      }
+  std::vector<int> lv;
+  for (int k = K, j = n; k > 0; j = from[k][j], --k) lv.push_back(int(level(from[k][j], j)));
+  g.lut = nearest_level_lut(lv, g.qmax());
+  return g;
+}
+
+std::vector<uint8_t> nearest_level_lut(std::vector<int> lv, int qmax) {
+  std::sort(lv.begin(), lv.end());
+  lv.erase(std::unique(lv.begin(), lv.end()), lv.end());
+  std::vector<uint8_t> lut(size_t(qmax) + 1);
+  for (int c = 0; c <= qmax; ++c) {
+    int best = lv[0];
+    for (int l : lv)
+      if (std::abs(l - c) < std::abs(best - c)) best = l;
+    lut[size_t(c)] = uint8_t(best);
+  }
+  return lut;
+}
+
 ActQuant act_minmax(const torch::Tensor& x, int bits) {
   return act_from_range(x.min().item<double>(), x.max().item<double>(), bits);
 }

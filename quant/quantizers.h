@@ -4,6 +4,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <string>
+#include <vector>
 
 #include "kernels/qmodel.h"
 
@@ -32,6 +33,16 @@ struct LinearLossCtx {
 };
 double loss_mse_to(const at::Tensor& xq, const void* ctx);      // ctx = const at::Tensor* (reference)
 double loss_linear_out(const at::Tensor& xq, const void* ctx);  // ctx = const LinearLossCtx*
+
+// Non-uniform levels on an 8-bit grid (ours, Recipe::level_sites): the grid spans x's range
+// (act_from_range(min, max, 8)); 2^bits levels (grid points) are chosen by dynamic programming
+// over the 256 grid cells, each level the weighted mean of its run of cells rounded to the grid,
+// to minimize the squared error of x, each element weighted by chan_w[c] of its last-dim channel
+// (undefined = 1). The result is an 8-bit ActQuant whose 256-entry lut maps each grid code to
+// the nearest level code (ties to the lower): the FORMAT.md quantizer, codes lut[uniform code].
+ActQuant act_grid_levels(const at::Tensor& x, int bits, const at::Tensor& chan_w = at::Tensor());
+// The lut mapping each code 0..qmax to the nearest of the level codes `levels` (ties: lower).
+std::vector<uint8_t> nearest_level_lut(std::vector<int> levels, int qmax);
 
 // ---- per-channel quantizers of post-LayerNorm activations (§2.3, §6) -------------------
 // X: [n, C]. scale [C] (float), zero [C] (float holding integers in [0, Q]).

@@ -41,7 +41,10 @@ torch::Tensor linear(const torch::Tensor& x, const SimLinear& l) {
 
 torch::Tensor quant_codes(const torch::Tensor& x, const ActQuant& q) {
   torch::Tensor t = (x * q.inv_scale()).nan_to_num(-65536.0, 65536.0, -65536.0).clamp(-65536.0, 65536.0);
-  return (t.round() + double(q.zero)).clamp(0, q.qmax());
+  torch::Tensor c = (t.round() + double(q.zero)).clamp(0, q.qmax());
+  if (q.lut.empty()) return c;
+  torch::Tensor lut = torch::from_blob(const_cast<uint8_t*>(q.lut.data()), {int64_t(q.lut.size())}, torch::kUInt8).to(torch::kFloat32);
+  return lut.index({c.to(torch::kLong)});
 }
 
 torch::Tensor fake_quant(const torch::Tensor& x, const ActQuant& q) {

@@ -12,6 +12,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -70,6 +71,7 @@ struct Cfg {
   std::vector<std::string> kinds = {"uniform", "logsqrt2"};
   std::vector<int> attn_bits = {8, 4};
   bool gelu_mul = false;   // give every block a GELU output multiplier (mlp.fc2.input_mul)
+  bool levels = false;     // give every activation site non-uniform levels (<site>.lut), 8-bit grids
 };
 
 QLinear rand_linear(std::mt19937& rng, int64_t out, int64_t in, int wbits, int abits) {
@@ -113,6 +115,7 @@ struct Ref {
     for (size_t i = 0; i < x.size(); ++i) {
       double c = std::nearbyint(x[i] / double(a.scale)) + a.zero;
       c = std::min<double>(std::max(c, 0.0), a.qmax());
+      if (!a.lut.empty()) c = a.lut[size_t(c)];   // non-uniform levels (FORMAT.md)
       out[i] = double(a.scale) * (c - a.zero);
     }
     return out;
@@ -237,7 +240,7 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
   std::normal_distribution<float> nd(0.f, 1.f);
   m.patch_embed = rand_linear(rng, D, c.chans * c.patch * c.patch, c.wbits, 8);
   for (float& s : m.patch_embed.w_scale) s /= 128.0f;  // raw pixels up to 255
-  m.patch_embed.input = ActQuant{8, 1.0f, 0};
+  m.patch_embed.input = ActQuant{8, 1.0f, 0, {}};
   for (int64_t j = 0; j < D; ++j) m.cls_token.push_back(0.5f * nd(rng));
   for (int64_t j = 0; j < T * D; ++j) m.pos_embed.push_back(0.5f * nd(rng));
   for (int64_t i = 0; i < c.depth; ++i) {
@@ -281,6 +284,19 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
     const double lo = std::min(r.first, 0.0), hi = std::max(r.second, 0.0);
     a.scale = float((hi - lo) / a.qmax());
     a.zero = int32_t(std::clamp<double>(std::nearbyint(-lo / a.scale), 0, a.qmax()));
+    if (c.levels) {   // 16 random distinct level codes; each grid code maps to the nearest one
+      std::vector<int> codes(size_t(a.qmax()) + 1);
+      std::iota(codes.begin(), codes.end(), 0);
+      std::shuffle(codes.begin(), codes.end(), rng);
+      codes.resize(16);
+      std::sort(codes.begin(), codes.end());
+      for (int g = 0; g <= a.qmax(); ++g) {
+        int best = codes[0];
+        for (int l : codes)
+          if (std::abs(l - g) < std::abs(best - g)) best = l;
+        a.lut.push_back(uint8_t(best));
+      }
+    }
   }
   return m;
 }
@@ -366,6 +382,41 @@ TEST(Executor, MatchesReferenceW4A4GeluMultiplier) {
     Executor(m, isa, 2).run(imgs.data(), 4, b.data());
     EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << isa_name(isa);
   }
+}
+
+// Non-uniform activation levels (FORMAT.md, <site>.lut) at every site: LN outputs, q, k, v,
+// the attention output, the GELU output and the head input.
+TEST(Executor, MatchesReferenceNonUniformLevels) {
+  Cfg c;
+  c.wbits = 4;
+  c.levels = true;
+  check_against_reference(c, 8);
+  // Sabotage: the executor must apply every table (dropping any one changes the logits).
+  const QuantModel m = make_model(c, 8);
+  std::mt19937 rng(9);
+  std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
+  std::vector<float> a(4 * c.classes), b(4 * c.classes);
+  Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, a.data());
+  for (int site = 0; site < 8; ++site) {
+    QuantModel plain = m;
+    QBlock& q = plain.blocks[1];
+    ActQuant* sites[] = {&q.qkv.input, &q.q, &q.k, &q.v, &q.proj.input, &q.fc1.input, &q.fc2.input, &plain.head.input};
+    sites[site]->lut.clear();
+    Executor(plain, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
+    EXPECT_NE(a, b) << "site " << site;
+  }
+  for (Isa isa : available_isas())
+    for (int threads : {1, 3}) {
+      Executor(m, isa, threads).run(imgs.data(), 4, b.data());
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << isa_name(isa) << " threads " << threads;
+    }
+  // A table that is not monotone, or has the wrong size, is refused.
+  QuantModel bad = m;
+  std::swap(bad.blocks[0].v.lut[10], bad.blocks[0].v.lut[200]);
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+  bad = m;
+  bad.blocks[0].fc2.input.lut.pop_back();
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
 }
 
 TEST(Executor, MatchesReferenceW6A6) {
@@ -651,7 +702,7 @@ TEST(VitRowOps, QuantizeMatchesActQuant) {
                   std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
                   std::numeric_limits<float>::quiet_NaN()})
     x.push_back(v);
-  for (ActQuant a : {ActQuant{8, 1.0f, 128}, ActQuant{4, 0.5f, 7}, ActQuant{8, 0.37f, 0}, ActQuant{2, 100.f, 1}}) {
+  for (ActQuant a : {ActQuant{8, 1.0f, 128, {}}, ActQuant{4, 0.5f, 7, {}}, ActQuant{8, 0.37f, 0, {}}, ActQuant{2, 100.f, 1, {}}}) {
     for (Isa isa : available_isas()) {
       std::vector<uint8_t> out(x.size());
       vit_row_ops(isa).quant_row(x.data(), int(x.size()), quant_params(a), out.data());
@@ -943,6 +994,32 @@ TEST(QuantModelFile, GeluMultiplierRoundTripAndRejections) {
   std::remove(bad.c_str());
 }
 
+TEST(QuantModelFile, LevelsRoundTripAndRejections) {
+  Cfg c;
+  c.levels = true;
+  const QuantModel m = make_model(c, 33);
+  const std::string good = tmp_path("levels"), bad = tmp_path("levels_bad");
+  save_quant_model(m, good);
+  EXPECT_EQ(SafeTensorsFile::open(good).meta_str("format", ""), "reparq-quant-3") << "a file with level tables is version 3";
+  const QuantModel l = load_quant_model(good);
+  EXPECT_EQ(l.blocks[1].fc2.input.lut, m.blocks[1].fc2.input.lut);
+  EXPECT_EQ(l.blocks[0].k.lut, m.blocks[0].k.lut);
+  EXPECT_EQ(l.head.input.lut, m.head.input.lut);
+  ASSERT_EQ(l.blocks[0].q.lut.size(), 256u);
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.1.attn.v.lut") std::swap(t.bytes[3], t.bytes[250]);
+    return true;
+  });
+  expect_rejected(bad, "blocks.1.attn.v.lut' must be non-decreasing");
+  rewrite(good, bad, [](Tensor& t) { return t.name != "blocks.0.mlp.fc1.input.lut" || (t.shape = {255}, t.bytes.pop_back(), true); });
+  expect_rejected(bad, "blocks.0.mlp.fc1.input.lut");
+  // Tables in a version-1 file: refused (an old reader would ignore them).
+  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-1"; });
+  expect_rejected(bad, "needs format reparq-quant-3");
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
+
 TEST(QuantModelFile, Rejections) {
   Cfg c;
   const QuantModel m = make_model(c, 30);
@@ -1026,7 +1103,7 @@ TEST(QuantModelFile, Rejections) {
     big.blocks[0].fc1 = rand_linear(rng, big.mlp_hidden, big.dim, 8, 8);
     big.blocks[0].fc2 = rand_linear(rng, big.dim, big.mlp_hidden, 8, 8);
     big.blocks[0].fc1.input = m.blocks[0].fc1.input;
-    big.blocks[0].fc2.input = ActQuant{8, 0.01f, 10};
+    big.blocks[0].fc2.input = ActQuant{8, 0.01f, 10, {}};
     save_quant_model(big, bad);
     expect_rejected(bad, "above the int32 accumulation bound 33025");
   }

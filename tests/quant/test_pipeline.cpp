@@ -14,6 +14,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -372,4 +373,38 @@ TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
   r8r.recon_iters = 200;
   EXPECT_EQ(quantize_model(*model_, *train_, r8, o).blocks[0].q.scale,
             quantize_model(*model_, *train_, r8r, o).blocks[0].q.scale);
+}
+
+// Recipe::level_sites: the reparq preset gives the GELU output (fc2 input) non-uniform levels at
+// <= 5 bits and nothing else; reconstruction keeps them; the file (format 3) loads back to the
+// same logits; "none" turns them off; unknown sites are refused.
+TEST_F(Pipeline, LevelSitesGetTablesThatReachTheFile) {
+  torch::NoGradGuard ng;
+  QuantizeOptions o;
+  o.calib_samples = 32;
+  QuantModel q = quantize_model(*model_, *train_, Recipe::preset("reparq", 4, 4), o);
+  for (const QBlock& b : q.blocks) {
+    ASSERT_EQ(b.fc2.input.lut.size(), 256u);
+    EXPECT_EQ(b.fc2.input.bits, 8);
+    std::set<int> distinct(b.fc2.input.lut.begin(), b.fc2.input.lut.end());
+    EXPECT_LE(distinct.size(), 16u);
+    EXPECT_GE(distinct.size(), 8u);
+    for (const ActQuant* a : {&b.qkv.input, &b.q, &b.k, &b.v, &b.proj.input, &b.fc1.input}) EXPECT_TRUE(a->lut.empty());
+  }
+  EXPECT_TRUE(q.head.input.lut.empty());
+  const std::string path = tmp_file("levels.safetensors");
+  save_quant_model(q, path);
+  QuantModel l = load_quant_model(path);
+  fs::remove(path);
+  EXPECT_EQ(l.blocks[1].fc2.input.lut, q.blocks[1].fc2.input.lut);
+  EXPECT_TRUE(torch::equal(SimModel(l).forward(px200_), SimModel(q).forward(px200_)));
+  Recipe none = Recipe::preset("reparq", 4, 4);
+  none.level_sites = "none";
+  for (const QBlock& b : quantize_model(*model_, *train_, none, o).blocks) EXPECT_TRUE(b.fc2.input.lut.empty());
+  for (const QBlock& b : quantize_model(*model_, *train_, Recipe::preset("reparq", 8, 8), o).blocks)
+    EXPECT_TRUE(b.fc2.input.lut.empty()) << "8-bit sites stay uniform";
+  Recipe bad = Recipe::preset("reparq", 4, 4);
+  bad.level_sites = "fc2,attn";
+  EXPECT_THROW(quantize_model(*model_, *train_, bad, o), UsageError);
+  EXPECT_NE(Recipe::preset("reparq", 4, 4).to_json().find("\"level_sites\":\"fc2\""), std::string::npos);
 }

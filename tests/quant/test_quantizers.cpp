@@ -12,6 +12,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <set>
 #include <vector>
 
 #include "kernels/error.h"
@@ -207,7 +208,9 @@ TEST(ActQuant, FakeQuantBitExactWithScalarDefinition) {
   torch::manual_seed(4);
   // A power-of-two scale makes (k + 0.5) * scale land exactly on rounding ties; the others
   // are arbitrary. Values cover ties, random reals far beyond the range, +-0, inf, NaN, huge.
-  const ActQuant qs[] = {{4, 0.25f, 7}, {8, 0.0371f, 131}, {3, 1.7f, 0}, {8, 0.001f, 255}, {2, 0.5f, 1}};
+  std::vector<ActQuant> qs = {{4, 0.25f, 7, {}}, {8, 0.0371f, 131, {}}, {3, 1.7f, 0, {}}, {8, 0.001f, 255, {}}, {2, 0.5f, 1, {}}};
+  ActQuant lq{8, 0.0371f, 131, nearest_level_lut({0, 3, 40, 100, 128, 131, 140, 200, 254}, 255)};   // non-uniform levels
+  qs.push_back(lq);
   for (const ActQuant& q : qs) {
     SCOPED_TRACE("bits " + std::to_string(q.bits) + " scale " + std::to_string(q.scale));
     std::vector<float> v;
@@ -234,6 +237,38 @@ TEST(ActQuant, FakeQuantBitExactWithScalarDefinition) {
     if (q.scale == 0.25f) {
       EXPECT_GT(ties, 500) << "the tie cases must really be ties";
     }
+  }
+}
+
+// Non-uniform levels on an 8-bit grid (act_grid_levels, Recipe::level_sites): on a GELU-shaped
+// distribution (mass near 0, long positive tail) they beat the best uniform quantizer of the
+// same bit width; the table is monotone, with at most 2^bits levels; channel weights move
+// precision to the channels that matter.
+TEST(ActQuant, GridLevelsBeatUniformOnSkewedData) {
+  torch::manual_seed(11);
+  torch::Tensor y = torch::randn({4000, 16}) * 1.5 + 0.3;
+  torch::Tensor x = y * 0.5 * (1 + torch::erf(y / std::sqrt(2.0)));   // GELU
+  for (int bits : {3, 4}) {
+    SCOPED_TRACE("bits " + std::to_string(bits));
+    const ActQuant u = act_search(x, bits, loss_mse_to, &x), g = act_grid_levels(x, bits);
+    ASSERT_EQ(g.bits, 8);
+    ASSERT_EQ(g.lut.size(), 256u);
+    std::set<int> distinct(g.lut.begin(), g.lut.end());
+    EXPECT_LE(distinct.size(), size_t(1) << bits);
+    EXPECT_GE(distinct.size(), size_t(1) << bits) << "enough data for every level";
+    for (size_t c = 1; c < g.lut.size(); ++c) ASSERT_LE(g.lut[c - 1], g.lut[c]);
+    const double mu = quant_mse(x, u), mg = quant_mse(x, g);
+    std::printf("  %d-bit MSE: uniform (clip search) %.5f, levels %.5f\n", bits, mu, mg);
+    EXPECT_LT(mg, 0.8 * mu);
+    EXPECT_EQ(std::get<0>(torch::_unique(fake_quant(x, g))).numel(), int64_t(distinct.size()));
+    // Weighting channel 0 by 1000: its error falls, the others' rises.
+    torch::Tensor w = torch::ones({16});
+    w[0] = 1000.0;
+    const ActQuant gw = act_grid_levels(x * torch::linspace(0.2, 1.0, 16), bits, w);
+    const ActQuant g1 = act_grid_levels(x * torch::linspace(0.2, 1.0, 16), bits);
+    torch::Tensor xs = x * torch::linspace(0.2, 1.0, 16);
+    auto ch_mse = [&](const ActQuant& q, int c) { return (fake_quant(xs, q) - xs).select(1, c).pow(2).mean().item<double>(); };
+    EXPECT_LT(ch_mse(gw, 0), ch_mse(g1, 0));
   }
 }
 
