@@ -2,6 +2,7 @@
 // safetensors file; for reparq quantized files also the per-layer quantizers. --verify loads
 // the file with the full validation of its kind (float model or quantized model).
 #include <cstdio>
+#include <string>
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
@@ -28,8 +29,14 @@ std::string shape_of(const TensorView& t) {
 }
 
 void print_linear(const char* name, const QLinear& l) {
-  std::printf("  %-22s W%d (per channel) %5lld x %-5lld  input A%d scale %.4g zero %d\n", name, l.wbits,
-              (long long)l.out, (long long)l.in, l.input.bits, l.input.scale, l.input.zero);
+  std::string levels;
+  if (!l.input.lut.empty()) {   // non-uniform levels on the 8-bit grid (FORMAT.md, <p>.lut)
+    int n = 1;
+    for (size_t i = 1; i < l.input.lut.size(); ++i) n += l.input.lut[i] != l.input.lut[i - 1];
+    levels = ", " + std::to_string(n) + " levels";
+  }
+  std::printf("  %-22s W%d (per channel) %5lld x %-5lld  input A%d scale %.4g zero %d%s\n", name, l.wbits,
+              (long long)l.out, (long long)l.in, l.input.bits, l.input.scale, l.input.zero, levels.c_str());
 }
 
 int run_inspect(InspectArgs& a) {
@@ -37,7 +44,7 @@ int run_inspect(InspectArgs& a) {
   size_t bytes = 0;
   for (const auto& t : f.tensors()) bytes += t.nbytes;
   const std::string fmt = f.meta_str("format", "");
-  const bool quant = fmt == "reparq-quant-1" || fmt == "reparq-quant-2";
+  const bool quant = is_quant_model_format(fmt);
   if (a.c.json) {
     nlohmann::json j = {{"file", a.file}, {"kind", quant ? "reparq-quant" : "safetensors"},
                         {"tensors", f.tensors().size()}, {"tensor_bytes", bytes}, {"metadata", f.metadata()}};

@@ -43,7 +43,8 @@ def i32(v):
     return struct.pack(f"<{len(v)}i", *v)
 
 
-def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, classes=3, depth=1, kind=2, sbits=4, gelu_mul=False):
+def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, classes=3, depth=1, kind=2, sbits=4, gelu_mul=False,
+           levels=False):
     T = (image // patch) ** 2 + 1
     P = patch * patch
     lo, hi = -(1 << (wbits - 1)), (1 << (wbits - 1)) - 1
@@ -65,11 +66,14 @@ def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, 
         ts.append((p + ".weight_zero", "I32", [out], i32([0] * out)))
         ts.append((p + ".weight_bits", "I32", [1], i32([wbits])))
         ts.append((p + ".bias", "F32", [out], f32([0.1 * (n % 3 - 1) for n in range(out)])))
-        act(p + ".input", in_bits, (1 << (in_bits - 1)) if in_zero is None else in_zero, 0.05)
+        act(p + ".input", in_bits, (1 << (in_bits - 1)) if in_zero is None else in_zero, 0.05, p != "patch_embed")
 
-    def act(p, bits, zero, scale):
+    def act(p, bits, zero, scale, table=True):
         ts.append((p + ".scale", "F32", [1], f32([scale])))
         ts.append((p + ".zero_bits", "I32", [2], i32([zero, bits])))
+        if levels and table:  # format version 3: non-uniform levels, every 4th code
+            Q = (1 << bits) - 1
+            ts.append((p + ".lut", "U8", [Q + 1], bytes([min(Q, (c // 4) * 4) for c in range(Q + 1)])))
 
     linear("patch_embed", dim, P, in_bits=8, in_zero=0)
     ts.append(("cls_token", "F32", [1, 1, dim], f32([0.01 * i for i in range(dim)])))
@@ -96,7 +100,7 @@ def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, 
     ts.append(("norm.weight", "F32", [dim], f32([1.0] * dim)))
     ts.append(("norm.bias", "F32", [dim], f32([0.0] * dim)))
     linear("head", classes, dim)
-    meta = {"format": "reparq-quant-2" if gelu_mul else "reparq-quant-1", "arch": "seed", "image_size": str(image), "patch_size": str(patch),
+    meta = {"format": "reparq-quant-3" if levels else "reparq-quant-2" if gelu_mul else "reparq-quant-1", "arch": "seed", "image_size": str(image), "patch_size": str(patch),
             "in_chans": "1", "embed_dim": str(dim), "depth": str(depth), "num_heads": str(heads),
             "mlp_hidden": str(mlp), "num_classes": str(classes), "ln_eps": "1e-06", "mean": "0.286",
             "std": "0.353"}
@@ -134,6 +138,7 @@ def main():
     put("qmodel", "tiny_w6a6_2blocks", qmodel(6, 6, rng, depth=2, kind=3, sbits=4, mlp=16))
     put("qmodel", "tiny_w3a8_uniform", qmodel(3, 8, rng, kind=0, sbits=8, heads=1))
     put("qmodel", "tiny_w4a4_gelu_mul", qmodel(4, 4, rng, kind=1, sbits=4, gelu_mul=True))
+    put("qmodel", "tiny_w4a8_levels", qmodel(4, 8, rng, kind=2, sbits=4, levels=True))
     for name in sorted(os.listdir(os.path.join(src, "tests", "data"))):
         if name.endswith(".safetensors"):
             path = os.path.join(src, "tests", "data", name)

@@ -198,10 +198,10 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
   W.w.write(path);
 }
 
+bool is_quant_model_format(const std::string& fmt) { return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3; }
+
 bool is_quant_model_file(const std::string& path) {
-  SafeTensorsFile f = SafeTensorsFile::open(path);
-  const std::string fmt = f.meta_str("format", "");
-  return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3;
+  return is_quant_model_format(SafeTensorsFile::open(path).meta_str("format", ""));
 }
 
 QuantModel load_quant_model(const std::string& path) { return load_quant_model(SafeTensorsFile::open(path)); }

@@ -124,6 +124,8 @@ QuantModel load_quant_model(const std::string& path);
 // The same from a file already read (e.g. SafeTensorsFile::from_bytes; messages name f.path()).
 class SafeTensorsFile;
 QuantModel load_quant_model(const SafeTensorsFile& f);
+// True for the "format" metadata values this reader accepts (reparq-quant-1, -2, -3).
+bool is_quant_model_format(const std::string& format);
 // True when the file's metadata says it is a reparq quantized model.
 bool is_quant_model_file(const std::string& path);
 

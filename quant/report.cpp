@@ -248,7 +248,8 @@ SiteReport analyze_sites(const Vit& fp, const QuantModel& q, const ImageSet& tra
                reparam ? "layer " + one_scale(qb.fc1.input) + "; channels " +
                              range_summary(channel_scales(gamma("norm2.weight"), qb.ln2_w, qb.fc1.input.scale), "channels")
                        : one_scale(qb.fc1.input));
-    linear_row(p + "mlp.fc2", qb.fc2, Site::Fc2In, Site::Fc2Out, b, act_kind, one_scale(qb.fc2.input));
+    linear_row(p + "mlp.fc2", qb.fc2, Site::Fc2In, Site::Fc2Out, b,
+               qb.fc2.input.lut.empty() ? act_kind : "non-uniform levels, 8-bit grid", one_scale(qb.fc2.input));
   }
   const bool head_folded = reparam && fold_head;
   linear_row("head", q.head, Site::NormOut, Site::HeadOut, -1, head_folded ? ln_kind : act_kind,
