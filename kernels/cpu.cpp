@@ -53,6 +53,7 @@ CpuFeatures probe() {
     f.avx512bw = (ebx >> 30) & 1;
     f.avx512vl = (ebx >> 31) & 1;
     f.avx512vnni = (ecx >> 11) & 1;
+    f.avx512vbmi = (ecx >> 1) & 1;
   }
   if (leaf7_max_sub >= 1) {
     __cpuid_count(7, 1, eax, ebx, ecx, edx);

@@ -33,6 +33,7 @@ struct CpuFeatures {
   bool avx512bw = false;
   bool avx512vl = false;
   bool avx512vnni = false;
+  bool avx512vbmi = false;  // vpermi2b (byte tables: VitRowOps::map_bytes)
   bool avx_vnni = false;  // VEX-encoded vpdpbusd on ymm (not used by a kernel yet)
   bool asimd = false;     // Arm64 HWCAP_ASIMD
   bool asimddp = false;   // Arm64 HWCAP_ASIMDDP (SDOT/UDOT)

@@ -50,19 +50,24 @@ struct Block {
   std::vector<float> sv;          // hd copies of v.scale
   std::vector<int32_t> zk;        // T copies of k.zero - 2^(kbits-1)
   std::vector<int32_t> zv;        // hd copies of v.zero - 2^(vbits-1)
-  std::vector<uint8_t> kmap, vmap;  // with level tables: code -> lut[code] - 2^(bits-1)
+  // Level tables (ActQuant::lut) padded to 256 entries for VitRowOps::map_bytes; empty = none.
+  // k and v: code -> lut[code] - 2^(bits-1) (the offset that makes them s8 weights).
+  std::vector<uint8_t> lv_qkv, lv_q, kmap, vmap, lv_proj, lv_fc1, lv_fc2;
 };
+
+// `q`'s level table padded to 256 entries, each minus `offset` (mod 256); empty without one.
+std::vector<uint8_t> level_table(const ActQuant& q, int offset = 0) {
+  if (q.lut.empty()) return {};
+  std::vector<uint8_t> t(256, 0);
+  for (size_t c = 0; c < q.lut.size(); ++c) t[c] = uint8_t(q.lut[c] - offset);
+  return t;
+}
 
 // p[i] -= c (mod 256): codes -> two's complement code - c. A function of its own, with locals
 // only: inside the executor's lambdas a byte store may alias the captured sizes, which kept
 // the loop scalar (1 ms per DeiT-S image).
 void subtract_bytes(uint8_t* p, int64_t n, uint8_t c) {
   for (int64_t i = 0; i < n; ++i) p[i] = uint8_t(p[i] - c);
-}
-
-// p[i] = table[p[i]]: non-uniform activation levels (ActQuant::lut), k/v offsets folded in.
-void map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
-  for (int64_t i = 0; i < n; ++i) p[i] = table[p[i]];
 }
 
 template <class T>
@@ -85,6 +90,7 @@ struct Executor::Impl {
   int threads;
   std::unique_ptr<ThreadPool> pool;
   const VitRowOps* ops = nullptr;
+  std::vector<uint8_t> lv_head;   // head input level table (level_table), empty = none
   int64_t T = 0, D = 0, H = 0, P = 0, hd = 0, NP = 0;  // tokens, dim, mlp, patch len, head dim, patches
   float eps = 0, inv_sqrt_hd = 0;
   Linear patch, head;
@@ -373,7 +379,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
                                 eps, qp, a.data() + r * D, a.data() + (r + 1) * D);
         else
           ops->layernorm_quant(x.data() + r * D, int(D), qb.ln1_w.data(), qb.ln1_b.data(), eps, qp, a.data() + r * D);
-        if (!qb.qkv.input.lut.empty()) map_bytes(a.data() + r * D, std::min<int64_t>(2, rows - r) * D, qb.qkv.input.lut.data());
+        if (!blk.lv_qkv.empty()) ops->map_bytes(a.data() + r * D, std::min<int64_t>(2, rows - r) * D, blk.lv_qkv.data());
       });
     }
     lap(kLn1);
@@ -387,9 +393,9 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     uint8_t* vcodes = reinterpret_cast<uint8_t*>(vvals.data());
     gemm_codes(blk.k, a.data(), D, rows, qb.k, kcodes, D);
     gemm_codes(blk.v, a.data(), D, rows, qb.v, vcodes, D);
-    if (!qb.q.lut.empty()) {
+    if (!blk.lv_q.empty()) {
       const int64_t qr = last ? batch : rows, qs = last ? T * D : D;
-      rows_parallel(qr, 16, [&](int64_t r) { map_bytes(qcodes.data() + r * qs, D, qb.q.lut.data()); });
+      rows_parallel(qr, 16, [&](int64_t r) { ops->map_bytes(qcodes.data() + r * qs, D, blk.lv_q.data()); });
     }
     lap(kQkvGemm);
     // k and v as weights of the attention GEMMs: values code - 2^(bits-1), in place.
@@ -397,9 +403,9 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       const uint8_t ko = uint8_t(1 << (qb.k.bits - 1)), vo = uint8_t(1 << (qb.v.bits - 1));
       rows_parallel(rows, 16, [&](int64_t r) {
         if (blk.kmap.empty()) subtract_bytes(kcodes + r * D, D, ko);
-        else map_bytes(kcodes + r * D, D, blk.kmap.data());
+        else ops->map_bytes(kcodes + r * D, D, blk.kmap.data());
         if (blk.vmap.empty()) subtract_bytes(vcodes + r * D, D, vo);
-        else map_bytes(vcodes + r * D, D, blk.vmap.data());
+        else ops->map_bytes(vcodes + r * D, D, blk.vmap.data());
       });
     }
     lap(kQkvSplit);
@@ -407,8 +413,8 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     // The last block continues with the class tokens only (rows b*T, stride T*D).
     const int64_t n_rows = last ? batch : rows;
     const int64_t row_step = last ? T : 1;
-    if (!qb.proj.input.lut.empty())
-      rows_parallel(n_rows, 16, [&](int64_t r) { map_bytes(a.data() + r * row_step * D, D, qb.proj.input.lut.data()); });
+    if (!blk.lv_proj.empty())
+      rows_parallel(n_rows, 16, [&](int64_t r) { ops->map_bytes(a.data() + r * row_step * D, D, blk.lv_proj.data()); });
     lap(kAttn);
 
     gemm_float(blk.proj, a.data(), row_step * D, n_rows, y.data(), D);
@@ -428,7 +434,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
                                 a.data() + (r + 1) * D);
         else
           ops->layernorm_quant(xr[0], int(D), qb.ln2_w.data(), qb.ln2_b.data(), eps, qp, a.data() + r * D);
-        if (!qb.fc1.input.lut.empty()) map_bytes(a.data() + r * D, nr * D, qb.fc1.input.lut.data());
+        if (!blk.lv_fc1.empty()) ops->map_bytes(a.data() + r * D, nr * D, blk.lv_fc1.data());
       });
     }
     lap(kLn2);
@@ -439,7 +445,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       const float* mul = qb.fc2_in_mul.empty() ? nullptr : qb.fc2_in_mul.data();
       rows_parallel(n_rows, 4, [&](int64_t r) {
         ops->gelu_quant(y.data() + r * H, int(H), mul, qp, hcodes.data() + r * H);
-        if (!qb.fc2.input.lut.empty()) map_bytes(hcodes.data() + r * H, H, qb.fc2.input.lut.data());
+        if (!blk.lv_fc2.empty()) ops->map_bytes(hcodes.data() + r * H, H, blk.lv_fc2.data());
       });
     }
     lap(kGelu);
@@ -459,7 +465,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     for (int64_t b = 0; b < batch; ++b)
       ops->layernorm_quant(x.data() + b * T * D, int(D), m.norm_w.data(), m.norm_b.data(), eps, qp,
                            cls_codes.data() + b * D);
-    if (!m.head.input.lut.empty()) map_bytes(cls_codes.data(), batch * D, m.head.input.lut.data());
+    if (!lv_head.empty()) ops->map_bytes(cls_codes.data(), batch * D, lv_head.data());
     gemm_float(head, cls_codes.data(), D, batch, logits, m.num_classes);
   }
   lap(kHead);
@@ -486,6 +492,7 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
   I.inv_sqrt_hd = 1.0f / std::sqrt(static_cast<float>(I.hd));
   I.patch = make_linear(m.patch_embed, isa);
   I.head = make_linear(m.head, isa);
+  I.lv_head = level_table(m.head.input);
   I.blocks.resize(m.blocks.size());
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     const QBlock& qb = m.blocks[i];
@@ -502,13 +509,13 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
     b.sv.assign(size_t(I.hd), qb.v.scale);
     b.zk.assign(size_t(I.T), qb.k.zero - (1 << (qb.k.bits - 1)));
     b.zv.assign(size_t(I.hd), qb.v.zero - (1 << (qb.v.bits - 1)));
-    auto offset_map = [](const ActQuant& q, std::vector<uint8_t>& map) {
-      if (q.lut.empty()) return;
-      map.resize(q.lut.size());
-      for (size_t c = 0; c < q.lut.size(); ++c) map[c] = uint8_t(q.lut[c] - (1 << (q.bits - 1)));
-    };
-    offset_map(qb.k, b.kmap);
-    offset_map(qb.v, b.vmap);
+    b.lv_qkv = level_table(qb.qkv.input);
+    b.lv_q = level_table(qb.q);
+    b.kmap = level_table(qb.k, 1 << (qb.k.bits - 1));
+    b.vmap = level_table(qb.v, 1 << (qb.v.bits - 1));
+    b.lv_proj = level_table(qb.proj.input);
+    b.lv_fc1 = level_table(qb.fc1.input);
+    b.lv_fc2 = level_table(qb.fc2.input);
   }
   I.pool.reset(new ThreadPool(threads));
 }

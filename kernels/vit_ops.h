@@ -124,6 +124,8 @@ struct VitRowOps {
   void (*gelu_row)(const float* x, int n, float* out);
   // out[i] = coder code of a[i] (not the level), exposed for tests.
   void (*codes_row)(const float* a, int n, const AttnCoder::View* coder, uint8_t* out);
+  // p[i] = table[p[i]], i < n (256-entry table): non-uniform activation levels (ActQuant::lut).
+  void (*map_bytes)(uint8_t* p, int64_t n, const uint8_t* table);
 };
 
 // The table compiled for `isa` (the reference for Isa::Scalar). Throws UsageError if `isa`

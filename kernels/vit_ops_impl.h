@@ -260,6 +260,14 @@ static void vo_gelu_row(const float* x, int n, float* out) {
   for (int i = 0; i < n; ++i) out[i] = vo_gelu(x[i]);
 }
 
+// The table is copied first so the byte stores cannot alias it (p and table are both uint8_t).
+static void vo_map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
+  uint8_t t[256];
+  for (int i = 0; i < 256; ++i) t[i] = table[i];
+  for (int64_t i = 0; i < n; ++i) p[i] = t[p[i]];
+}
+
 static const VitRowOps vo_table = {
     VO_NAME, vo_layernorm_quant, vo_layernorm_quant2, vo_softmax_levels, vo_gelu_quant, vo_quant_row, vo_quant_row_s8, vo_exp_row, vo_gelu_row, vo_codes_row,
+    vo_map_bytes,
 };

@@ -250,7 +250,7 @@ static void v_softmax_levels(float* s, int64_t lds, int n, int rows, float inv_s
 
 static const VitRowOps v_table = {
     "avx2", vo_layernorm_quant, vo_layernorm_quant2, v_softmax_levels, v_gelu_quant, vo_quant_row,
-    vo_quant_row_s8, v_exp_row, vo_gelu_row, v_codes_row,
+    vo_quant_row_s8, v_exp_row, vo_gelu_row, v_codes_row, vo_map_bytes,
 };
 
 }  // namespace vitops_avx2

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 
+#include "kernels/cpu.h"
 #include "kernels/vit_ops.h"
 
 namespace reparq {
@@ -352,9 +353,34 @@ static void v_softmax_levels(float* s, int64_t lds, int n, int rows, float inv, 
   v_softmax_each(s, lds, n, rows, inv, out, ldo, [&](__m512 a) { return _mm512_i32gather_epi32(v_code(a, cd), lut, 4); });
 }
 
+// 256-entry byte table with AVX512-VBMI (vpermi2b looks up 128 entries from two registers; the
+// index's top bit picks between the two halves); without VBMI (e.g. Cascade Lake), the scalar
+// loop. 4 instructions per 64 bytes against ~1 ns per byte.
+__attribute__((target("avx512vbmi"))) static void v_map_bytes_vbmi(uint8_t* p, int64_t n, const uint8_t* table) {
+  const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
+  const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
+  int64_t i = 0;
+  for (; i + 64 <= n; i += 64) {
+    const __m512i x = _mm512_loadu_si512(p + i);
+    const __m512i lo = _mm512_permutex2var_epi8(t0, x, t1), hi = _mm512_permutex2var_epi8(t2, x, t3);
+    _mm512_storeu_si512(p + i, _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), lo, hi));
+  }
+  if (i < n) {
+    const __mmask64 m = ~0ull >> (64 - (n - i));   // 1 <= n - i < 64
+    const __m512i x = _mm512_maskz_loadu_epi8(m, p + i);
+    const __m512i lo = _mm512_permutex2var_epi8(t0, x, t1), hi = _mm512_permutex2var_epi8(t2, x, t3);
+    _mm512_mask_storeu_epi8(p + i, m, _mm512_mask_blend_epi8(_mm512_movepi8_mask(x), lo, hi));
+  }
+}
+static void v_map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
+  static const bool vbmi = cpu_features().avx512vbmi;
+  if (vbmi) v_map_bytes_vbmi(p, n, table);
+  else vo_map_bytes(p, n, table);
+}
+
 static const VitRowOps v_table = {
     "avx512", vo_layernorm_quant, v_layernorm_quant2, v_softmax_levels, v_gelu_quant, vo_quant_row, vo_quant_row_s8,
-    v_exp_row, v_gelu_row, v_codes_row,
+    v_exp_row, v_gelu_row, v_codes_row, v_map_bytes,
 };
 }  // namespace vitops_avx512
 
