@@ -13,8 +13,6 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/commands.h"
-
-#include <optional>
 #include "apps/report.h"
 #include "calib/data.h"
 #include "calib/stats.h"
