@@ -136,6 +136,7 @@ const VitRowOps& vit_row_ops_ref();
 namespace detail {
 const VitRowOps& vit_row_ops_avx2();
 const VitRowOps& vit_row_ops_avx512();
+const VitRowOps& vit_row_ops_neon();   // Arm64: the reference ops but map_bytes
 }  // namespace detail
 
 }  // namespace reparq

@@ -120,6 +120,11 @@ const VitRowOps& vit_row_ops(Isa isa) {
     case Isa::Avx2: return detail::vit_row_ops_avx2();
     case Isa::Avx512Vnni: return detail::vit_row_ops_avx512();
 #endif
+#if defined(REPARQ_HAVE_ARM_KERNELS)
+    case Isa::Neon:
+    case Isa::NeonDot:
+    case Isa::NeonI8mm: return detail::vit_row_ops_neon();
+#endif
     default: return vit_row_ops_ref();
   }
 }
