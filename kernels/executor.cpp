@@ -192,13 +192,6 @@ void Executor::Impl::check_model() {
   auto vec = [&](const std::vector<float>& v, int64_t n, const std::string& name) {
     if (int64_t(v.size()) != n) fail(name + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(n));
   };
-  auto levels_ok = [](const ActQuant& a) {
-    if (a.lut.empty()) return true;
-    if (int64_t(a.lut.size()) != int64_t(a.qmax()) + 1) return false;
-    for (size_t i = 0; i < a.lut.size(); ++i)
-      if (a.lut[i] > a.qmax() || (i > 0 && a.lut[i] < a.lut[i - 1])) return false;
-    return true;
-  };
   auto lin = [&](const QLinear& l, int64_t out, int64_t in, const std::string& name) {
     if (l.out != out || l.in != in) fail(name + " is " + std::to_string(l.out) + "x" + std::to_string(l.in) + ", expected " + std::to_string(out) + "x" + std::to_string(in));
     if (int64_t(l.w.size()) != out * in || int64_t(l.w_zero.size()) != out) fail(name + " weights or zero points have the wrong size");
@@ -206,7 +199,7 @@ void Executor::Impl::check_model() {
     vec(l.bias, out, name + ".bias");
     if (l.wbits < 2 || l.wbits > 8) fail(name + " has " + std::to_string(l.wbits) + "-bit weights");
     if (l.input.bits < 2 || l.input.bits > 8 || l.input.zero < 0 || l.input.zero > l.input.qmax() || !(l.input.scale > 0) ||
-        !levels_ok(l.input))
+        !l.input.levels_valid())
       fail(name + ".input quantizer is invalid");
   };
   lin(q.patch_embed, D, Pp, "patch_embed");
@@ -226,7 +219,7 @@ void Executor::Impl::check_model() {
     lin(b.fc1, Hh, D, p + "mlp.fc1");
     lin(b.fc2, D, Hh, p + "mlp.fc2");
     for (const ActQuant* a : {&b.q, &b.k, &b.v})
-      if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0) || !levels_ok(*a))
+      if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0) || !a->levels_valid())
         fail(p + "attn q/k/v quantizer is invalid");
     if (T > gemm_max_k(8, 8)) fail("too many tokens for int32 accumulation of attention x V");
   }

@@ -100,9 +100,7 @@ struct Reader {
       if (!v3) fail("'" + p + ".lut' needs format " + kFormat3);
       const TensorView& v = t(p + ".lut", DType::U8, {int64_t(a.qmax()) + 1});
       a.lut.assign(v.data, v.data + v.nbytes);
-      for (size_t i = 0; i < a.lut.size(); ++i)
-        if (a.lut[i] > a.qmax() || (i > 0 && a.lut[i] < a.lut[i - 1]))
-          fail("'" + p + ".lut' must be non-decreasing codes in [0, " + std::to_string(a.qmax()) + "]");
+      if (!a.levels_valid()) fail("'" + p + ".lut' must be non-decreasing codes in [0, " + std::to_string(a.qmax()) + "]");
     }
     return a;
   }

@@ -24,6 +24,14 @@ struct ActQuant {
   std::vector<uint8_t> lut;
   float inv_scale() const { return 1.0f / scale; }
   int32_t qmax() const { return (1 << bits) - 1; }
+  // lut is empty, or 2^bits non-decreasing entries in [0, qmax].
+  bool levels_valid() const {
+    if (lut.empty()) return true;
+    if (int64_t(lut.size()) != int64_t(qmax()) + 1) return false;
+    for (size_t i = 0; i < lut.size(); ++i)
+      if (lut[i] > qmax() || (i > 0 && lut[i] < lut[i - 1])) return false;
+    return true;
+  }
   uint8_t quantize(float x) const {
     float t = x * inv_scale();
     t = t > -65536.0f ? t : -65536.0f;   // NaN -> -65536 as in the GEMM epilogue
