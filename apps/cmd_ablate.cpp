@@ -191,6 +191,9 @@ int run_ablate(AblateArgs& a) {
                      [](Recipe& r) { r.v_balance = !r.v_balance; }});
     comps.push_back({base.gelu_balance ? "no GELU-output balancing" : "with GELU-output balancing",
                      [](Recipe& r) { r.gelu_balance = !r.gelu_balance; }});
+    comps.push_back({base.level_sites.empty() || base.level_sites == "none" ? "with GELU-output levels"
+                                                                             : "GELU output uniform (no levels)",
+                     [](Recipe& r) { r.level_sites = r.level_sites.empty() || r.level_sites == "none" ? "fc2" : "none"; }});
     comps.push_back({base.recon_iters > 0 ? "no block reconstruction" : "with block reconstruction (200 steps)",
                      [](Recipe& r) { r.recon_iters = r.recon_iters > 0 ? 0 : 200; }});
     for (auto& v : vars) {
