@@ -164,6 +164,8 @@ double loss_av(const torch::Tensor& xq, const void* ctx) {
 // Block reconstruction's steps are many small ops on 8 images: LibTorch's intra-op threads
 // cost more than they give there (a 12-block dim-128 model at W4A4: 51 s with one thread,
 // 93 s with two), so it runs on one thread whatever --threads says.
+// Below this model width the whole quantize pipeline runs LibTorch on one thread.
+constexpr int64_t kThreadedMinDim = 256;
 struct OneThread {
   int saved = torch::get_num_threads();
   OneThread() { torch::set_num_threads(1); }
@@ -172,8 +174,9 @@ struct OneThread {
 
 class Pipeline {
  public:
-  Pipeline(const Vit& fp, const torch::Tensor& calib, const Recipe& r)
+  Pipeline(const Vit& fp, const torch::Tensor& calib, const Recipe& r, bool recompute_stream)
       : sim_(fp), calib_(calib), r_(r), a8_(parse_a8_sites(r.a8_sites)), level_sites_(parse_level_sites(r.level_sites)) {
+    recompute_stream_ = recompute_stream;
     int min_bits = r_.abits;
     for (const auto& n : activation_site_names()) min_bits = std::min(min_bits, bits(n.c_str()));
     const int64_t rows = calib_.size(0) * ((sim_.image_size / sim_.patch) * (sim_.image_size / sim_.patch) + 1);
@@ -187,10 +190,11 @@ class Pipeline {
       torch::Tensor px = patches();
       quantize_linear(sim_.patch_embed, out_.patch_embed, px, ActQuant{8, 1.0f, 0, {}}, nullptr);
     }
-    if (recon_) {
+    {
       torch::NoGradGuard ng;
       xq_ = sim_.embed(calib_);
-      xf_ = fp_->embed(calib_);
+      xq_block_ = 0;
+      if (recon_) xf_ = fp_->embed(calib_);
     }
     out_.blocks.resize(sim_.depth);
     for (int b = 0; b < sim_.depth; ++b) {
@@ -238,7 +242,13 @@ class Pipeline {
         ActQuant in = levels(act_quant(x, bits("fc2"), loss_linear_out, &c), x, "fc2", col_norms(s.fc2.weight));
         quantize_linear(s.fc2, q.fc2, x, in, nullptr);
       }
-      if (recon_) reconstruct(b);
+      if (recon_) {
+        reconstruct(b);   // advances xq_ past the reconstructed block
+      } else {
+        torch::NoGradGuard ng;
+        xq_ = sim_block_forward(s, xq_, sim_.heads, sim_.ln_eps, b);
+      }
+      xq_block_ = b + 1;
       prog.update(b + 1);
     }
     if (r_.fold_head) {
@@ -276,16 +286,24 @@ class Pipeline {
   std::vector<torch::Tensor> capture_many(int block, std::vector<Site> sites) {
     std::vector<torch::Tensor> out(sites.size());
     size_t got = 0;
+    const SiteHook hook = [&](int b, Site s, const torch::Tensor& x) {
+      if (b != block) return x;
+      for (size_t i = 0; i < sites.size(); ++i)
+        if (sites[i] == s) {
+          out[i] = x.detach().clone();
+          if (++got == sites.size()) throw StopForward{};
+        }
+      return x;
+    };
     try {
-      sim_.forward(calib_, [&](int b, Site s, const torch::Tensor& x) {
-        if (b != block) return x;
-        for (size_t i = 0; i < sites.size(); ++i)
-          if (sites[i] == s) {
-            out[i] = x.detach().clone();
-            if (++got == sites.size()) throw StopForward{};
-          }
-        return x;
-      });
+      if (block >= 0 && block == xq_block_ && !recompute_stream_) {
+        // The blocks before `block` are final: start from the stream they produce (the same
+        // values sim_.forward computes, without running those blocks again for every site).
+        torch::NoGradGuard ng;
+        sim_block_forward(sim_.blocks[size_t(block)], xq_, sim_.heads, sim_.ln_eps, block, hook);
+      } else {
+        sim_.forward(calib_, hook);
+      }
     } catch (const StopForward&) {
     }
     for (auto& t : out)
@@ -632,7 +650,11 @@ class Pipeline {
   SimModel sim_;
   std::optional<SimModel> fp_;   // float model (block reconstruction's targets)
   bool recon_ = false;
-  torch::Tensor xq_, xf_;         // residual streams entering the next block: quantized, float
+  // Residual streams entering block xq_block_ on the calibration images: quantized (the
+  // blocks before it final), and float (block reconstruction's targets; recon_ only).
+  torch::Tensor xq_, xf_;
+  int xq_block_ = -1;
+  bool recompute_stream_ = false;   // QuantizeOptions::recompute_stream
   torch::Tensor calib_;
   Recipe r_;
   std::set<std::string> a8_, level_sites_;
@@ -648,8 +670,16 @@ QuantModel quantize_model(const Vit& fp, const ImageSet& train, const Recipe& r,
   for (size_t i = 0; i < ids.size(); ++i)
     std::memcpy(calib[int64_t(i)].data_ptr<uint8_t>(), train.image(ids[i]), size_t(train.rows * train.cols));
   Progress prog("quantize " + r.method, fp.config().depth + 1, "blocks");
-  Pipeline p(fp, calib, r);
-  QuantModel q = p.run(prog);
+  Pipeline p(fp, calib, r, o.recompute_stream);
+  QuantModel q;
+  {
+    // Narrow models: every LibTorch op of the pipeline is small, and intra-op threads cost more
+    // than they give (12 blocks of width 128 at W4A4: 60 s with 2 threads, 47-52 s with one);
+    // wider ones gain from them (4 blocks of width 384: 81 s with 2 threads, 90 s with one).
+    std::optional<OneThread> one;
+    if (fp.config().dim < kThreadedMinDim) one.emplace();
+    q = p.run(prog);
+  }
   prog.finish();
   q.arch = fp.config().arch;
   std::string idlist;

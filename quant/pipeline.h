@@ -105,6 +105,9 @@ void parse_bits(const std::string& s, int* wbits, int* abits);
 struct QuantizeOptions {
   int64_t calib_samples = 32;
   uint64_t seed = 0;
+  // Testing: every activation capture runs the model from the images again, instead of
+  // starting from the cached residual stream entering the current block. Same file either way.
+  bool recompute_stream = false;
 };
 
 // Calibrates on `calib_samples` images of `train` (seeded subset) and quantizes.
