@@ -248,9 +248,42 @@ static void v_softmax_levels(float* s, int64_t lds, int n, int rows, float inv_s
   for (int r = 0; r < rows; ++r) v_softmax_row(s + r * lds, n, inv_sqrt_hd, cd, out + r * ldo);
 }
 
+// map_bytes (the level-table pass, ActQuant::lut) with vpshufb. The 256-entry table is 16
+// sub-tables T_k of 16 bytes (entries 16k..16k+15); the pass keeps the differences
+// D_k = T_k ^ T_(k-1) (D_0 = T_0, D_8 = T_8). For a byte x < 128, subs_epi8(x, 16k) (signed,
+// saturating) is negative, so vpshufb gives 0, exactly when k > x >> 4, and otherwise has
+// x & 15 in its low nibble: the XOR over k = 0..7 of vpshufb(D_k, subs(x, 16k)) telescopes to
+// T_(x>>4)[x & 15], and every x >= 128 (negative as int8) gives 0. The upper half is the same
+// on x ^ 0x80 with D_8..D_15. Three instructions per sub-table and 32 bytes; the tail goes to
+// the scalar twin.
+static void v_map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
+  int64_t i = 0;
+  if (n >= 32) {
+    __m256i d[16];
+    for (int k = 0; k < 16; ++k) {
+      d[k] = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table + 16 * k)));
+      if (k % 8 != 0)
+        d[k] = _mm256_xor_si256(d[k], _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(table + 16 * (k - 1)))));
+    }
+    const __m256i top = _mm256_set1_epi8(char(0x80));
+    for (; i + 32 <= n; i += 32) {
+      const __m256i x = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + i));
+      const __m256i y = _mm256_xor_si256(x, top);
+      __m256i r = _mm256_setzero_si256();
+      for (int k = 0; k < 8; ++k) {
+        const __m256i step = _mm256_set1_epi8(char(16 * k));
+        r = _mm256_xor_si256(r, _mm256_shuffle_epi8(d[k], _mm256_subs_epi8(x, step)));
+        r = _mm256_xor_si256(r, _mm256_shuffle_epi8(d[k + 8], _mm256_subs_epi8(y, step)));
+      }
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + i), r);
+    }
+  }
+  if (i < n) vo_map_bytes(p + i, n - i, table);
+}
+
 static const VitRowOps v_table = {
     "avx2", vo_layernorm_quant, vo_layernorm_quant2, v_softmax_levels, v_gelu_quant, vo_quant_row,
-    vo_quant_row_s8, v_exp_row, vo_gelu_row, v_codes_row, vo_map_bytes,
+    vo_quant_row_s8, v_exp_row, vo_gelu_row, v_codes_row, v_map_bytes,
 };
 
 }  // namespace vitops_avx2

@@ -354,8 +354,8 @@ static void v_softmax_levels(float* s, int64_t lds, int n, int rows, float inv, 
 }
 
 // 256-entry byte table with AVX512-VBMI (vpermi2b looks up 128 entries from two registers; the
-// index's top bit picks between the two halves); without VBMI (e.g. Cascade Lake), the scalar
-// loop. 4 instructions per 64 bytes against ~1 ns per byte.
+// index's top bit picks between the two halves); without VBMI (e.g. Cascade Lake), the AVX2
+// vpshufb pass (kernels/x86/vit_ops_avx2.cpp). 4 instructions per 64 bytes.
 __attribute__((target("avx512vbmi"))) static void v_map_bytes_vbmi(uint8_t* p, int64_t n, const uint8_t* table) {
   const __m512i t0 = _mm512_loadu_si512(table), t1 = _mm512_loadu_si512(table + 64);
   const __m512i t2 = _mm512_loadu_si512(table + 128), t3 = _mm512_loadu_si512(table + 192);
@@ -374,8 +374,9 @@ __attribute__((target("avx512vbmi"))) static void v_map_bytes_vbmi(uint8_t* p, i
 }
 static void v_map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
   static const bool vbmi = cpu_features().avx512vbmi;
+  static const VitRowOps& avx2 = detail::vit_row_ops_avx2();
   if (vbmi) v_map_bytes_vbmi(p, n, table);
-  else vo_map_bytes(p, n, table);
+  else avx2.map_bytes(p, n, table);
 }
 
 static const VitRowOps v_table = {

@@ -1,7 +1,8 @@
 // bench_rowops: the executor's float row operations per ISA, at DeiT-S row lengths
 // (docs/PERF.md, "Session 6"): softmax + post-Softmax codes over 197 scores (8-bit uniform
 // coder, as `reparq bench`'s random model; and a 4-bit log2 coder, as in W4A4 models), GELU + quantize over 1536 values, LayerNorm +
-// quantize over 384 values one row at a time and two rows at a time (layernorm_quant2).
+// quantize over 384 values one row at a time and two rows at a time (layernorm_quant2), and
+// the level-table pass over 1536 codes (map_bytes).
 // items_per_second gives elements per second. Usage: build/tests/bench_rowops [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
@@ -94,6 +95,22 @@ void bm_layernorm(benchmark::State& st, Isa isa, bool pairs) {
   st.SetItemsProcessed(st.iterations() * int64_t(kRows) * n);
 }
 
+// The level-table pass (ActQuant::lut) over a GELU output row of 1536 codes: a 4-bit
+// site's table (a monotone step function of the 8-bit grid code with 16 values).
+void bm_map_bytes(benchmark::State& st, Isa isa) {
+  const reparq::VitRowOps& ops = reparq::vit_row_ops(isa);
+  const int n = 1536;
+  std::vector<uint8_t> table(256), codes(size_t(kRows) * n);
+  for (int c = 0; c < 256; ++c) table[size_t(c)] = uint8_t(c / 16 * 17);
+  std::mt19937 rng(4);
+  for (uint8_t& c : codes) c = uint8_t(rng());
+  for (auto _ : st) {
+    for (int r = 0; r < kRows; ++r) ops.map_bytes(codes.data() + size_t(r) * n, n, table.data());
+    benchmark::DoNotOptimize(codes.data());
+  }
+  st.SetItemsProcessed(st.iterations() * int64_t(kRows) * n);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -105,6 +122,7 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("gelu_quant_1536/" + i).c_str(), bm_gelu, isa);
     benchmark::RegisterBenchmark(("layernorm_quant_384/" + i).c_str(), bm_layernorm, isa, false);
     benchmark::RegisterBenchmark(("layernorm_quant2_384/" + i).c_str(), bm_layernorm, isa, true);
+    benchmark::RegisterBenchmark(("map_bytes_1536/" + i).c_str(), bm_map_bytes, isa);
   }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();

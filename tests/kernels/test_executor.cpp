@@ -704,7 +704,7 @@ TEST(VitRowOps, MapBytesBitIdenticalAcrossIsas) {
     for (int trial = 0; trial < 4; ++trial) {
       std::vector<uint8_t> table(256);
       for (uint8_t& t : table) t = uint8_t(byte(rng));
-      for (int64_t n : {0, 1, 5, 63, 64, 65, 127, 128, 129, 200, 1000, 1543}) {
+      for (int64_t n : {0, 1, 5, 31, 32, 33, 63, 64, 65, 127, 128, 129, 200, 1000, 1543}) {
         std::vector<uint8_t> buf(size_t(n) + 3);
         for (uint8_t& b : buf) b = uint8_t(byte(rng));
         std::vector<uint8_t> want = buf, got = buf;
