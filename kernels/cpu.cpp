@@ -87,7 +87,14 @@ std::atomic<int> g_cap{-1};
 }  // namespace
 
 const CpuFeatures& cpu_features() {
-  static const CpuFeatures features = probe();
+  static const CpuFeatures features = [] {
+    CpuFeatures f = probe();
+    // Testing: REPARQ_NO_VBMI=1 runs the AVX-512 path as on a CPU without VBMI (Cascade Lake),
+    // so that its fallbacks are tested on machines that have it.
+    const char* no_vbmi = std::getenv("REPARQ_NO_VBMI");
+    if (no_vbmi != nullptr && no_vbmi[0] == '1') f.avx512vbmi = false;
+    return f;
+  }();
   return features;
 }
 
