@@ -161,11 +161,13 @@ double loss_av(const torch::Tensor& xq, const void* ctx) {
   return torch::matmul(c->attn, xq - c->v).pow(2).sum().item<double>();
 }
 
+// Below this model width the whole quantize pipeline runs LibTorch on one thread
+// (quantize_model).
+constexpr int64_t kThreadedMinDim = 256;
+
 // Block reconstruction's steps are many small ops on 8 images: LibTorch's intra-op threads
 // cost more than they give there (a 12-block dim-128 model at W4A4: 51 s with one thread,
 // 93 s with two), so it runs on one thread whatever --threads says.
-// Below this model width the whole quantize pipeline runs LibTorch on one thread.
-constexpr int64_t kThreadedMinDim = 256;
 struct OneThread {
   int saved = torch::get_num_threads();
   OneThread() { torch::set_num_threads(1); }
