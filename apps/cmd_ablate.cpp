@@ -42,6 +42,7 @@ struct AblateArgs {
   bool components = true;
   int64_t limit = 0;
   int64_t calib = 32;
+  int cls_bits = 0;   // Recipe::cls_bits for every method x bits run
   std::string out = "docs/RESULTS.md";
   std::string json_out;
 };
@@ -151,8 +152,10 @@ int run_ablate(AblateArgs& a) {
         int wb, ab;
         parse_bits(b, &wb, &ab);
         Stat s;
+        Recipe r = Recipe::preset(meth, wb, ab);
+        r.cls_bits = a.cls_bits;
         for (uint64_t seed : a.seeds) {
-          auto [acc, qs] = run_one(v, Recipe::preset(meth, wb, ab), seed, meth + " " + b);
+          auto [acc, qs] = run_one(v, r, seed, meth + " " + b);
           s.v.push_back(acc);
           qtime[meth].v.push_back(qs);
         }
@@ -238,6 +241,8 @@ void add_ablate_command(CLI::App& app, CommandList& cmds) {
   c->add_option("--components", aa.components, "Run the W4A4 component ablation (1/0)")->capture_default_str();
   c->add_option("--limit", aa.limit, "Test images (0 = all)");
   c->add_option("--calib", aa.calib, "Calibration images")->capture_default_str();
+  c->add_option("--cls-bits", aa.cls_bits, "Class-token quantizers of this many bits in every method x bits run (quantize --cls-bits; 0 = off)")
+      ->check(CLI::IsMember({0, 2, 3, 4, 5, 6, 7, 8}));
   c->add_option("-o,--out", aa.out, "Markdown output")->capture_default_str();
   c->add_option("--json-out", aa.json_out, "JSON output with every run");
   cmds.push_back({c, [] { return run_ablate(aa); }});

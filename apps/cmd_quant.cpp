@@ -33,7 +33,7 @@ struct QuantArgs {
   std::string softmax, target, ln_quant, weights, act;
   int gptq = -1, gptq_act_order = -1, exact_bias = -1, fold_head = -1, reparam = -1;
   int dual_clip_iters = -1;
-  int qk_balance = -1, v_balance = -1, bias_correct = -1, recon = -1, gelu_balance = -1;
+  int qk_balance = -1, v_balance = -1, bias_correct = -1, recon = -1, gelu_balance = -1, cls_bits = -1;
   double recon_drop = -1;
   std::string a8;
   std::optional<std::string> level_sites;
@@ -85,6 +85,7 @@ int run_quantize(QuantArgs& a) {
   if (a.recon_drop >= 0) r.recon_drop = a.recon_drop;
   if (a.level_sites) r.level_sites = *a.level_sites;
   if (a.gelu_balance >= 0) r.gelu_balance = a.gelu_balance;
+  if (a.cls_bits >= 0) r.cls_bits = a.cls_bits;
   if (!a.a8.empty()) r.a8_sites = a.a8;
   parse_a8_sites(r.a8_sites);   // validate before loading anything
   parse_level_sites(r.level_sites);
@@ -217,6 +218,8 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--gelu-balance", qa.gelu_balance, "Override: per-channel GELU-output multiplier migrated into fc2 (1 or 0; only at <= 5-bit fc2 inputs)")->check(CLI::Range(0, 1));
   q->add_option("--recon", qa.recon, "Override: block reconstruction Adam steps per block (0 = off; only when some activation site has <= 5 bits)")->check(CLI::Range(0, 100000));
   q->add_option("--level-sites", qa.level_sites, "Override: activation sites (<= 5 bits) with non-uniform levels, comma-separated (qkv, q, k, v, proj, fc1, fc2, head) or 'none' (reparq: fc2)");
+  q->add_option("--cls-bits", qa.cls_bits, "Class token's row at every block activation site quantized with its own min-max quantizer of this many bits (2..8; 0 = off, the default). Mixed precision; files run on --engine sim only for now")
+      ->check(CLI::IsMember({0, 2, 3, 4, 5, 6, 7, 8}));
   q->add_option("--recon-drop", qa.recon_drop, "Override: QDrop probability in block reconstruction (0 = off)")->check(CLI::Range(0.0, 1.0));
   q->add_option("--a8", qa.a8, "Mixed precision: keep these activation sites at 8 bits, comma-separated: qkv,q,k,v,attn,proj,fc1,fc2,head");
   q->add_flag("--no-report", qa.no_report, "Do not write OUT.report.md / OUT.report.json (per-site error table)");

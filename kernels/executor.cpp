@@ -40,6 +40,8 @@ struct Linear {
   const QLinear* q = nullptr;
   int64_t row0 = 0;  // first output channel of q this Linear computes (q, k, v of attn.qkv)
   PackedWeights w;
+  const ActQuant* in = nullptr;  // input quantizer if not q->input (class-token rows)
+  const ActQuant& input() const { return in ? *in : q->input; }
 };
 
 struct Block {
@@ -53,6 +55,10 @@ struct Block {
   // Level tables (ActQuant::lut) padded to 256 entries for VitRowOps::map_bytes; empty = none.
   // k and v: code -> lut[code] - 2^(bits-1) (the offset that makes them s8 weights).
   std::vector<uint8_t> lv_qkv, lv_q, kmap, vmap, lv_proj, lv_fc1, lv_fc2;
+  // Class-token quantizers (QBlock::cls): the Linears again, packed for the class rows' input
+  // quantizers (cq, ck, cv: thirds of attn.qkv); null without them.
+  const ClsQuant* cls = nullptr;
+  Linear cq, ck, cv, cproj, cfc1, cfc2;
 };
 
 // `q`'s level table padded to 256 entries, each minus `offset` (mod 256); empty without one.
@@ -107,6 +113,8 @@ struct Executor::Impl {
   std::vector<int8_t> kvals;       // B*T x D: k code - 2^(kbits-1)
   std::vector<int8_t> vvals;       // B*T x D: v code - 2^(vbits-1)
   std::vector<uint8_t> cls_codes;  // B x D
+  std::vector<uint8_t> cls_in;     // B x D class-row codes (QBlock::cls): LN1, attention, LN2 outputs
+  std::vector<uint8_t> cls_h;      // B x H class-row codes of the GELU output (QBlock::cls)
   // Attention scratch, one slot per task.
   int slots = 0;
   std::vector<float> scores;       // slots x T x T
@@ -131,6 +139,11 @@ struct Executor::Impl {
   template <class F>
   void rows_parallel(int64_t rows, int64_t grain, F&& f);
   void attention(const Block& b, const QBlock& qb, int64_t batch, bool cls_only);
+  // Class-token quantizers (Block::cls), image b, head h: row 0 of the raw scores into s[0..T);
+  // then from them (s is overwritten) the post-Softmax row's codes (into codes[0..T)) and its
+  // output, into cls_in.
+  void cls_scores(const Block& blk, int64_t b, int64_t h, float* s) const;
+  void cls_attn_out(const Block& blk, int64_t b, int64_t h, float* s, uint8_t* codes);
 };
 
 template <class F>
@@ -155,11 +168,11 @@ static GemmArgs linear_args(const Linear& l, const uint8_t* a_codes, int64_t lda
   g.m = int(rows);
   g.a = a_codes;
   g.lda = lda;
-  g.za = l.q->input.zero;
+  g.za = l.input().zero;
   g.epilogue = e;
   g.out = out;
   g.ldo = ldo;
-  g.sa = l.q->input.scale;
+  g.sa = l.input().scale;
   g.sw = l.q->w_scale.data() + l.row0;
   g.bias = l.q->bias.data() + l.row0;
   return g;
@@ -222,6 +235,11 @@ void Executor::Impl::check_model() {
       if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0) || !a->levels_valid())
         fail(p + "attn q/k/v quantizer is invalid");
     if (T > gemm_max_k(8, 8)) fail("too many tokens for int32 accumulation of attention x V");
+    if (b.cls)
+      for (const ActQuant* a : {&b.cls->qkv_in, &b.cls->q, &b.cls->k, &b.cls->attn, &b.cls->proj_in, &b.cls->fc1_in, &b.cls->fc2_in})
+        if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0) || !a->lut.empty())
+          fail(p + "cls quantizer is invalid");
+    if (b.cls.has_value() != q.blocks[0].cls.has_value()) fail("class-token quantizers must be in every block or in none");
   }
   vec(q.norm_w, D, "norm.weight");
   vec(q.norm_b, D, "norm.bias");
@@ -229,14 +247,16 @@ void Executor::Impl::check_model() {
 }
 
 // Output channels [row0, row0 + rows) of q (all of them by default).
-static Linear make_linear(const QLinear& q, Isa isa, int64_t row0 = 0, int64_t rows = -1) {
+// `in` overrides the input quantizer (the A operand's bits the packing is chosen for).
+static Linear make_linear(const QLinear& q, Isa isa, int64_t row0 = 0, int64_t rows = -1, const ActQuant* in = nullptr) {
   if (rows < 0) rows = q.out;
   Linear l;
   l.q = &q;
   l.row0 = row0;
   const int bits = q.wbits <= 4 ? 4 : 8;
+  l.in = in;
   l.w = pack_weights(q.w.data() + row0 * q.in, int(rows), int(q.in), bits, q.w_zero.data() + row0, isa,
-                     q.input.bits);
+                     l.input().bits);
   return l;
 }
 
@@ -252,6 +272,8 @@ void Executor::Impl::ensure(int64_t batch) {
   grow(kvals, size_t(rows * D));
   grow(vvals, size_t(rows * D));
   grow(cls_codes, size_t(batch * D));
+  grow(cls_in, size_t(batch * D));
+  grow(cls_h, size_t(batch * H));
   slots = int(std::min<int64_t>(batch * m.heads, 4 * int64_t(threads)));
   grow(scores, size_t(slots * T * T));
   grow(levels, size_t(slots * T * T));
@@ -263,12 +285,47 @@ void Executor::Impl::ensure(int64_t batch) {
   cap = batch;
 }
 
+void Executor::Impl::cls_scores(const Block& blk, int64_t b, int64_t h, float* s) const {
+  const ClsQuant& c = *blk.cls;
+  const uint8_t* q0 = qcodes.data() + b * T * D + h * hd;   // the class token's q codes
+  for (int64_t t = 0; t < T; ++t) {
+    const int8_t* kr = kvals.data() + (b * T + t) * D + h * hd;
+    int32_t acc = 0;
+    for (int64_t d = 0; d < hd; ++d) acc += (int32_t(q0[d]) - c.q.zero) * (int32_t(kr[d]) - blk.zk[size_t(t)]);
+    s[t] = float(acc) * (c.q.scale * blk.sk[size_t(t)]);
+  }
+}
+
+void Executor::Impl::cls_attn_out(const Block& blk, int64_t b, int64_t h, float* s, uint8_t* pc) {
+  const ClsQuant& c = *blk.cls;
+  // Softmax of row 0 (exp_row: the executor's exp), codes of the class row's quantizer.
+  float mx = s[0];
+  for (int64_t t = 1; t < T; ++t) mx = std::max(mx, s[t]);
+  for (int64_t t = 0; t < T; ++t) s[t] = (s[t] - mx) * inv_sqrt_hd;
+  ops->exp_row(s, int(T), s);
+  double sum = 0;
+  for (int64_t t = 0; t < T; ++t) sum += s[t];
+  const float inv = float(1.0 / sum);
+  for (int64_t t = 0; t < T; ++t) pc[t] = c.attn.quantize(s[t] * inv);
+  // O[d] = sum_t (p_t - zp) (v_td - zv_d) * (sp * sv), quantized with the class row's proj input.
+  for (int64_t d = 0; d < hd; ++d) {
+    int32_t acc = 0;
+    for (int64_t t = 0; t < T; ++t)
+      acc += (int32_t(pc[t]) - c.attn.zero) * (int32_t(vvals[size_t((b * T + t) * D + h * hd + d)]) - blk.zv[size_t(d)]);
+    cls_in[size_t(b * D + h * hd + d)] = c.proj_in.quantize(float(acc) * (c.attn.scale * blk.sv[size_t(d)]));
+  }
+}
+
 void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch, bool cls_only) {
   const int64_t heads = m.heads;
   const int64_t pairs = batch * heads;
   const int n_slots = int(std::min<int64_t>(pairs, slots));
   const int64_t mq = cls_only ? 1 : T;  // query rows needed
   const QuantParams po = quant_params(qb.proj.input);
+  // With class-token quantizers, query row 0 (the class token's q, post-Softmax row and output)
+  // is computed apart, in exact integer arithmetic; the GEMMs run the other rows.
+  const ClsQuant* cls = blk.cls;
+  const int64_t r0 = cls ? 1 : 0;
   auto task = [&](int slot) {
     float* sc = scores.data() + int64_t(slot) * T * T;
     uint8_t* lv = levels.data() + int64_t(slot) * T * T;
@@ -282,29 +339,33 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
       const int64_t base = b * T * D + h * hd;
       // S = (q - zq)(k - zk)^T * (sq*sk): k is the weights operand (T channels, rows of hd).
       repack_weights_s8(kw, kvals.data() + base, D, 1, int(T), int(hd), blk.zk.data(), isa, qb.q.bits);
+      if (cls) cls_scores(blk, b, h, sc);
       GemmArgs g;
-      g.m = int(mq);
-      g.a = qcodes.data() + base;
+      g.m = int(mq - r0);
+      g.a = qcodes.data() + base + r0 * D;
       g.lda = D;
       g.za = qb.q.zero;
       g.epilogue = Epilogue::Float;
-      g.out = sc;
+      g.out = sc + r0 * T;
       g.ldo = T;
       g.sa = qb.q.scale;
       g.sw = blk.sk.data();
       g.rowsum_scratch = rs;
-      gemm(kw, g, nullptr);
-      ops->softmax_levels(sc, T, int(T), int(mq), inv_sqrt_hd, &blk.coder_view, lv, T);
+      if (g.m > 0) {
+        gemm(kw, g, nullptr);
+        ops->softmax_levels(sc + r0 * T, T, int(T), g.m, inv_sqrt_hd, &blk.coder_view, lv + r0 * T, T);
+      }
       // O = levels x (v - zv), * (lut_scale*sv), quantized with proj.input (u8 epilogue).
       // v^T: hd channels, W[d][t] = v[t][d].
       repack_weights_s8(vw, vvals.data() + base, 1, D, int(hd), int(T), blk.zv.data(), isa, 8);
+      if (cls) cls_attn_out(blk, b, h, sc, lv);
       GemmArgs o;
-      o.m = int(mq);
-      o.a = lv;
+      o.m = int(mq - r0);
+      o.a = lv + r0 * T;
       o.lda = T;
       o.za = 0;
       o.epilogue = Epilogue::Uint8;
-      o.out = a.data() + base;
+      o.out = a.data() + base + r0 * D;
       o.ldo = D;
       o.sa = qb.attn.lut_scale;
       o.sw = blk.sv.data();
@@ -312,7 +373,7 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
       o.zo = po.zero;
       o.out_bits = qb.proj.input.bits;
       o.rowsum_scratch = rs;
-      gemm(vw, o, nullptr);
+      if (o.m > 0) gemm(vw, o, nullptr);
     }
   };
   if (pool->size() > 1 && n_slots > 1) {
@@ -361,6 +422,15 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     const Block& blk = blocks[bi];
     const QBlock& qb = m.blocks[bi];
     const bool last = bi + 1 == blocks.size();
+    const ClsQuant* cls = blk.cls;
+    // With class-token quantizers, the class rows (x rows b*T) also go through their own
+    // quantizers into cls_in / cls_h and their own GEMMs, whose outputs overwrite theirs.
+    auto cls_ln = [&](const std::vector<float>& w, const std::vector<float>& bias, const ActQuant& q) {
+      const QuantParams qp = quant_params(q);
+      rows_parallel(batch, 4, [&](int64_t b) {
+        ops->layernorm_quant(x.data() + b * T * D, int(D), w.data(), bias.data(), eps, qp, cls_in.data() + b * D);
+      });
+    };
 
     // LN1 -> codes (the previous block's fc2 residual was added already).
     {
@@ -375,27 +445,34 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
         if (!blk.lv_qkv.empty()) ops->map_bytes(a.data() + r * D, std::min<int64_t>(2, rows - r) * D, blk.lv_qkv.data());
       });
     }
+    if (cls) cls_ln(qb.ln1_w, qb.ln1_b, cls->qkv_in);
     lap(kLn1);
     // q codes, k and v codes, all [rows, D], straight from the GEMM's u8 epilogue. The last
     // block needs the class tokens' queries only (rows b*T).
-    if (last)
+    if (last && !cls)
       gemm_codes(blk.q, a.data(), T * D, batch, qb.q, qcodes.data(), T * D);
-    else
+    else if (!last)
       gemm_codes(blk.q, a.data(), D, rows, qb.q, qcodes.data(), D);
     uint8_t* kcodes = reinterpret_cast<uint8_t*>(kvals.data());
     uint8_t* vcodes = reinterpret_cast<uint8_t*>(vvals.data());
     gemm_codes(blk.k, a.data(), D, rows, qb.k, kcodes, D);
     gemm_codes(blk.v, a.data(), D, rows, qb.v, vcodes, D);
-    if (!blk.lv_q.empty()) {
+    if (!blk.lv_q.empty() && !(last && cls)) {
       const int64_t qr = last ? batch : rows, qs = last ? T * D : D;
       rows_parallel(qr, 16, [&](int64_t r) { ops->map_bytes(qcodes.data() + r * qs, D, blk.lv_q.data()); });
+    }
+    if (cls) {   // the class rows' q, k (own quantizers) and v (the block's v quantizer)
+      gemm_codes(blk.cq, cls_in.data(), D, batch, cls->q, qcodes.data(), T * D);
+      gemm_codes(blk.ck, cls_in.data(), D, batch, cls->k, kcodes, T * D);
+      gemm_codes(blk.cv, cls_in.data(), D, batch, qb.v, vcodes, T * D);
     }
     lap(kQkvGemm);
     // k and v as weights of the attention GEMMs: values code - 2^(bits-1), in place.
     {
       const uint8_t ko = uint8_t(1 << (qb.k.bits - 1)), vo = uint8_t(1 << (qb.v.bits - 1));
       rows_parallel(rows, 16, [&](int64_t r) {
-        if (blk.kmap.empty()) subtract_bytes(kcodes + r * D, D, ko);
+        if (cls && r % T == 0) subtract_bytes(kcodes + r * D, D, uint8_t(1 << (cls->k.bits - 1)));
+        else if (blk.kmap.empty()) subtract_bytes(kcodes + r * D, D, ko);
         else ops->map_bytes(kcodes + r * D, D, blk.kmap.data());
         if (blk.vmap.empty()) subtract_bytes(vcodes + r * D, D, vo);
         else ops->map_bytes(vcodes + r * D, D, blk.vmap.data());
@@ -410,7 +487,8 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       rows_parallel(n_rows, 16, [&](int64_t r) { ops->map_bytes(a.data() + r * row_step * D, D, blk.lv_proj.data()); });
     lap(kAttn);
 
-    gemm_float(blk.proj, a.data(), row_step * D, n_rows, y.data(), D);
+    if (!(last && cls)) gemm_float(blk.proj, a.data(), row_step * D, n_rows, y.data(), D);
+    if (cls) gemm_float(blk.cproj, cls_in.data(), D, batch, y.data(), last ? D : T * D);
     lap(kProjGemm);
     {
       const QuantParams qp = quant_params(qb.fc1.input);
@@ -430,19 +508,28 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
         if (!blk.lv_fc1.empty()) ops->map_bytes(a.data() + r * D, nr * D, blk.lv_fc1.data());
       });
     }
+    if (cls) cls_ln(qb.ln2_w, qb.ln2_b, cls->fc1_in);
     lap(kLn2);
-    gemm_float(blk.fc1, a.data(), D, n_rows, y.data(), H);
+    if (!(last && cls)) gemm_float(blk.fc1, a.data(), D, n_rows, y.data(), H);
+    if (cls) gemm_float(blk.cfc1, cls_in.data(), D, batch, y.data(), last ? H : T * H);
     lap(kFc1Gemm);
     {
       const QuantParams qp = quant_params(qb.fc2.input);
       const float* mul = qb.fc2_in_mul.empty() ? nullptr : qb.fc2_in_mul.data();
-      rows_parallel(n_rows, 4, [&](int64_t r) {
+      rows_parallel(last && cls ? 0 : n_rows, 4, [&](int64_t r) {
         ops->gelu_quant(y.data() + r * H, int(H), mul, qp, hcodes.data() + r * H);
         if (!blk.lv_fc2.empty()) ops->map_bytes(hcodes.data() + r * H, H, blk.lv_fc2.data());
       });
+      if (cls) {
+        const QuantParams cq = quant_params(cls->fc2_in);
+        rows_parallel(batch, 4, [&](int64_t b) {
+          ops->gelu_quant(y.data() + (last ? b : b * T) * H, int(H), mul, cq, cls_h.data() + b * H);
+        });
+      }
     }
     lap(kGelu);
-    gemm_float(blk.fc2, hcodes.data(), H, n_rows, y.data(), D);
+    if (!(last && cls)) gemm_float(blk.fc2, hcodes.data(), H, n_rows, y.data(), D);
+    if (cls) gemm_float(blk.cfc2, cls_h.data(), H, batch, y.data(), last ? D : T * D);
     lap(kFc2Gemm);
     rows_parallel(n_rows, 16, [&](int64_t r) {
       float* xr = x.data() + r * row_step * D;
@@ -509,6 +596,18 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
     b.lv_proj = level_table(qb.proj.input);
     b.lv_fc1 = level_table(qb.fc1.input);
     b.lv_fc2 = level_table(qb.fc2.input);
+    if (qb.cls) {
+      const ClsQuant& c = *qb.cls;
+      b.cls = &c;
+      b.cq = make_linear(qb.qkv, isa, 0, I.D, &c.qkv_in);
+      b.ck = make_linear(qb.qkv, isa, I.D, I.D, &c.qkv_in);
+      b.cv = make_linear(qb.qkv, isa, 2 * I.D, I.D, &c.qkv_in);
+      b.cproj = make_linear(qb.proj, isa, 0, -1, &c.proj_in);
+      b.cfc1 = make_linear(qb.fc1, isa, 0, -1, &c.fc1_in);
+      b.cfc2 = make_linear(qb.fc2, isa, 0, -1, &c.fc2_in);
+      b.sk[0] = c.k.scale;   // key 0 is the class token's
+      b.zk[0] = c.k.zero - (1 << (c.k.bits - 1));
+    }
   }
   I.pool.reset(new ThreadPool(threads));
 }
@@ -554,7 +653,7 @@ static size_t attn_pack_bytes(const std::vector<PackedWeights>& v) {
 size_t Executor::workspace_bytes() const {
   const Impl& I = *impl_;
   return I.im2col.size() + I.x.size() * 4 + I.y.size() * 4 + I.a.size() + I.hcodes.size() + I.qcodes.size() +
-         I.kvals.size() + I.vvals.size() + I.cls_codes.size() + I.scores.size() * 4 + I.levels.size() +
+         I.kvals.size() + I.vvals.size() + I.cls_codes.size() + I.cls_in.size() + I.cls_h.size() + I.scores.size() * 4 + I.levels.size() +
          attn_pack_bytes(I.kpack) + attn_pack_bytes(I.vpack) + I.attn_rowsum.size() * 4;
 }
 

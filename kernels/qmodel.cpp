@@ -20,6 +20,12 @@ const char* const kFormat2 = "reparq-quant-2";
 // Version 3 = version 2 + optional non-uniform activation levels (<site>.lut, FORMAT.md); written
 // only when some site has them.
 const char* const kFormat3 = "reparq-quant-3";
+// Version 4 = version 3 + optional class-token quantizers (blocks.i.cls.*, FORMAT.md); written
+// only when the blocks have them.
+const char* const kFormat4 = "reparq-quant-4";
+const char* const kClsSites[] = {"qkv.input", "q", "k", "softmax", "proj.input", "fc1.input", "fc2.input"};
+ActQuant ClsQuant::* const kClsMembers[] = {&ClsQuant::qkv_in, &ClsQuant::q, &ClsQuant::k, &ClsQuant::attn,
+                                            &ClsQuant::proj_in, &ClsQuant::fc1_in, &ClsQuant::fc2_in};
 const char* const kKinds[] = {"uniform", "log2", "logsqrt2", "tanq"};
 
 int kind_id(const std::string& k) {
@@ -169,18 +175,26 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
     W.linear(p + "mlp.fc1", b.fc1);
     W.linear(p + "mlp.fc2", b.fc2);
     if (!b.fc2_in_mul.empty()) W.f32(p + "mlp.fc2.input_mul", b.fc2_in_mul);
+    if (b.cls) {
+      for (int j = 0; j < 7; ++j) {
+        const ActQuant& a = (*b.cls).*kClsMembers[j];
+        if (!a.lut.empty()) throw Error(kExitInternal, "class-token quantizers have no level tables");
+        W.act(p + "cls." + kClsSites[j], a);
+      }
+    }
   }
   W.f32("norm.weight", m.norm_w);
   W.f32("norm.bias", m.norm_b);
   W.linear("head", m.head);
   for (const auto& [k, v] : m.metadata) W.w.set_metadata(k, v);
-  bool v2 = false, v3 = !m.head.input.lut.empty();
+  bool v2 = false, v3 = !m.head.input.lut.empty(), v4 = false;
   for (const QBlock& b : m.blocks) {
     v2 = v2 || !b.fc2_in_mul.empty();
+    v4 = v4 || b.cls.has_value();
     for (const ActQuant* a : {&b.qkv.input, &b.q, &b.k, &b.v, &b.proj.input, &b.fc1.input, &b.fc2.input})
       v3 = v3 || !a->lut.empty();
   }
-  W.w.set_metadata("format", v3 ? kFormat3 : v2 ? kFormat2 : kFormat);
+  W.w.set_metadata("format", v4 ? kFormat4 : v3 ? kFormat3 : v2 ? kFormat2 : kFormat);
   W.w.set_metadata("arch", m.arch);
   W.w.set_metadata("image_size", std::to_string(m.image_size));
   W.w.set_metadata("patch_size", std::to_string(m.patch));
@@ -196,7 +210,9 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
   W.w.write(path);
 }
 
-bool is_quant_model_format(const std::string& fmt) { return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3; }
+bool is_quant_model_format(const std::string& fmt) {
+  return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3 || fmt == kFormat4;
+}
 
 bool is_quant_model_file(const std::string& path) {
   return is_quant_model_format(SafeTensorsFile::open(path).meta_str("format", ""));
@@ -208,10 +224,12 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
   const std::string& path = f.path();
   Reader R{f, path};
   std::string fmt = f.meta_str("format", "");
-  if (fmt != kFormat && fmt != kFormat2 && fmt != kFormat3)
+  if (!is_quant_model_format(fmt))
     R.fail(fmt.empty() ? "not a reparq quantized model (no 'format' metadata; a float model? quantize it first)"
-                       : "format '" + fmt + "' is not supported (expected " + kFormat + ", " + kFormat2 + " or " + kFormat3 + ")");
-  R.v3 = fmt == kFormat3;
+                       : "format '" + fmt + "' is not supported (expected " + kFormat + ", " + kFormat2 + ", " + kFormat3 +
+                             " or " + kFormat4 + ")");
+  R.v3 = fmt == kFormat3 || fmt == kFormat4;
+  const bool v4 = fmt == kFormat4;
   QuantModel m;
   m.metadata = f.metadata();
   m.arch = f.meta_str("arch", "vit");
@@ -274,11 +292,23 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
     b.fc1 = R.linear(p + "mlp.fc1", H, D);
     b.fc2 = R.linear(p + "mlp.fc2", D, H);
     if (f.find(p + "mlp.fc2.input_mul")) {
-      bad(fmt != kFormat2 && fmt != kFormat3, "'" + p + "mlp.fc2.input_mul' needs format " + kFormat2 + " (the file says " + fmt + ")");
+      bad(fmt == kFormat, "'" + p + "mlp.fc2.input_mul' needs format " + kFormat2 + " (the file says " + fmt + ")");
       b.fc2_in_mul = R.f32(p + "mlp.fc2.input_mul", {H});
       for (float v : b.fc2_in_mul)
         bad(!(v > 0) || !std::isfinite(v), "'" + p + "mlp.fc2.input_mul' must hold positive finite multipliers, found " + num(v));
     }
+    if (f.find(p + "cls.q.scale")) {
+      bad(!v4, "'" + p + "cls.*' needs format " + std::string(kFormat4) + " (the file says " + fmt + ")");
+      ClsQuant c;
+      for (int j = 0; j < 7; ++j) {
+        ActQuant& a = c.*kClsMembers[j];
+        a = R.act(p + "cls." + kClsSites[j]);
+        bad(!a.lut.empty(), "'" + p + "cls." + kClsSites[j] + "' must not have a level table");
+      }
+      b.cls = c;
+    }
+    bad(i > 0 && b.cls.has_value() != m.blocks[0].cls.has_value(),
+        "'" + p + "cls.*': class-token quantizers must be in every block or in none");
   }
   m.norm_w = R.f32("norm.weight", {D});
   m.norm_b = R.f32("norm.bias", {D});

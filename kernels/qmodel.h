@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -84,6 +85,15 @@ struct AttnQuant {
   float level(int c) const { return lut_scale * float(lut[c]); }
 };
 
+// Optional quantizers of the class token's row (token 0 of every image) at the activation
+// sites of a block (format 4, FORMAT.md "Class-token quantizers"): uniform, no levels. The other
+// rows keep the block's own quantizers, and so does the class token's v row (the attention x V
+// GEMM has one v scale per head channel, not per token). `attn` quantizes the class token's
+// post-Softmax row (values in [0, 1]) instead of QBlock::attn.
+struct ClsQuant {
+  ActQuant qkv_in, q, k, attn, proj_in, fc1_in, fc2_in;
+};
+
 struct QBlock {
   std::vector<float> ln1_w, ln1_b;   // LayerNorm 1 affine after the re-parameterization
   QLinear qkv;                       // qkv.input = quantizer of the (folded) LN1 output
@@ -97,6 +107,7 @@ struct QBlock {
   // none; else mlp_hidden positive finite floats): codes = quantize(gelu(y_c) * m_c). The
   // recipe divides fc2's weight columns by m_c (FORMAT.md, "GELU output multiplier").
   std::vector<float> fc2_in_mul;
+  std::optional<ClsQuant> cls;       // class-token quantizers (recipe cls_bits), or none
 };
 
 struct QuantModel {
@@ -132,7 +143,7 @@ QuantModel load_quant_model(const std::string& path);
 // The same from a file already read (e.g. SafeTensorsFile::from_bytes; messages name f.path()).
 class SafeTensorsFile;
 QuantModel load_quant_model(const SafeTensorsFile& f);
-// True for the "format" metadata values this reader accepts (reparq-quant-1, -2, -3).
+// True for the "format" metadata values this reader accepts (reparq-quant-1 to -4).
 bool is_quant_model_format(const std::string& format);
 // True when the file's metadata says it is a reparq quantized model.
 bool is_quant_model_file(const std::string& path);

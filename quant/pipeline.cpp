@@ -80,6 +80,7 @@ std::string Recipe::to_json() const {
     << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"recon_iters\":" << recon_iters;
   if (recon_drop > 0) o << ",\"recon_drop\":" << recon_drop;
   if (!level_sites.empty()) o << ",\"level_sites\":\"" << level_sites << "\"";
+  if (cls_bits > 0) o << ",\"cls_bits\":" << cls_bits;
   if (gptq_act_order) o << ",\"gptq_act_order\":true";
   o
     << ",\"a8_sites\":\"" << a8_sites << "\"}";
@@ -244,6 +245,7 @@ class Pipeline {
         ActQuant in = levels(act_quant(x, bits("fc2"), loss_linear_out, &c), x, "fc2", col_norms(s.fc2.weight));
         quantize_linear(s.fc2, q.fc2, x, in, nullptr);
       }
+      if (r_.cls_bits > 0) cls_quant(b);
       if (recon_) {
         reconstruct(b);   // advances xq_ past the reconstructed block
       } else {
@@ -510,6 +512,38 @@ class Pipeline {
     out_.blocks[b].fc2_in_mul = to_vec(s.fc2_in_mul);
   }
 
+  // Recipe::cls_bits: block b's class-token quantizers, min-max of the class rows of the
+  // calibration stream entering block b (with the block's current parameters and quantizers),
+  // set in the sim block and the output. Called before block reconstruction (which learns with
+  // them) and again after it (its parameters moved the ranges).
+  void cls_quant(int b) {
+    torch::NoGradGuard ng;
+    SimBlock& s = sim_.blocks[b];
+    const Site sites[] = {Site::Norm1Out, Site::Q, Site::K, Site::Attn, Site::ProjIn, Site::Norm2Out, Site::Fc2In};
+    ActQuant ClsQuant::* const members[] = {&ClsQuant::qkv_in, &ClsQuant::q, &ClsQuant::k, &ClsQuant::attn,
+                                            &ClsQuant::proj_in, &ClsQuant::fc1_in, &ClsQuant::fc2_in};
+    constexpr int n = 7;
+    double lo[n] = {0}, hi[n] = {0};   // the range always holds 0
+    const SiteHook hook = [&](int blk, Site site, const torch::Tensor& x) {
+      const int i = int(std::find(std::begin(sites), std::end(sites), site) - std::begin(sites));
+      if (blk != b || i == n) return x;
+      const torch::Tensor row = x.narrow(site == Site::Q || site == Site::K || site == Site::Attn ? 2 : 1, 0, 1);
+      lo[i] = std::min(lo[i], row.min().item<double>());
+      hi[i] = std::max(hi[i], row.max().item<double>());
+      return x;
+    };
+    sim_block_forward(s, xq_, sim_.heads, sim_.ln_eps, b, hook);
+    ClsQuant c;
+    for (int i = 0; i < n; ++i) {
+      ActQuant& a = c.*members[i];
+      a.bits = r_.cls_bits;
+      a.scale = float(std::max(hi[i] - lo[i], 1e-6) / a.qmax());
+      a.zero = int32_t(std::clamp<double>(std::nearbyint(-lo[i] / a.scale), 0, a.qmax()));
+    }
+    s.cls = c;
+    out_.blocks[b].cls = c;
+  }
+
   // Recipe::recon_iters: learns block b's activation scales, weight-row gains and biases (see
   // pipeline.h), then advances the quantized and float residual streams past block b.
   void reconstruct(int b) {
@@ -606,6 +640,7 @@ class Pipeline {
       s.fc2_in_mul = t.fc2_in_mul;
       qb.fc2_in_mul = to_vec(s.fc2_in_mul);
     }
+    if (r_.cls_bits > 0) cls_quant(b);
     xq_ = sim_block_forward(s, xq_, sim_.heads, sim_.ln_eps, b);
     xf_ = target;
   }

@@ -89,6 +89,13 @@ struct Recipe {
   // are unchanged (they see 8-bit codes). Block reconstruction keeps these sites' grid and
   // levels. reparq preset: "fc2" (the GELU output; docs/RESULTS.md). Empty or "none" = none.
   std::string level_sites;
+  // Class-token quantizers (ours, session 11): when nonzero, the class token's row (token 0) at
+  // every activation site of every block gets its own uniform quantizer of this many bits,
+  // min-max over the calibration images' class rows (post-Softmax row: [0, max]); the other
+  // rows keep the site's quantizer (QBlock::cls, format reparq-quant-4). Mixed precision: at
+  // W4A4 with 8 here, 1 row in 65 of the activations is 8-bit. Off (0) in every preset; the
+  // integer executor does not run such files yet (engine sim only).
+  int cls_bits = 0;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
   static Recipe preset(const std::string& method, int wbits, int abits);

@@ -74,7 +74,7 @@ SimModel::SimModel(const QuantModel& q)
     s.ln1_w = vec(b.ln1_w); s.ln1_b = vec(b.ln1_b);
     s.ln2_w = vec(b.ln2_w); s.ln2_b = vec(b.ln2_b);
     s.qkv = from_q(b.qkv); s.proj = from_q(b.proj); s.fc1 = from_q(b.fc1); s.fc2 = from_q(b.fc2);
-    s.q = b.q; s.k = b.k; s.v = b.v; s.attn = b.attn;
+    s.q = b.q; s.k = b.k; s.v = b.v; s.attn = b.attn; s.cls = b.cls;
     if (!b.fc2_in_mul.empty()) s.fc2_in_mul = vec(b.fc2_in_mul);
     blocks.push_back(std::move(s));
   }
@@ -124,9 +124,28 @@ torch::Tensor SimModel::embed(const torch::Tensor& pixels, const SiteHook& hook)
 torch::Tensor sim_block_forward(const SimBlock& s, const torch::Tensor& x, int64_t heads, double ln_eps,
                                 int block, const SiteHook& hook, const SiteQuant& fq) {
   auto H = [&](Site site, const torch::Tensor& t) { if (hook) hook(block, site, t); };
+  // The class token's row (token 0: dim 2 of q, k [B, heads, N, hd] and of the attention, else
+  // dim 1) with its own quantizer when the block has them (straight-through when learning); its
+  // v row keeps the block's v quantizer (QBlock::cls).
+  auto cls_row = [&](const torch::Tensor& t, const torch::Tensor& tq, const ActQuant& c, int64_t dim) {
+    torch::Tensor r = t.narrow(dim, 0, 1);
+    torch::Tensor rq = r.requires_grad() ? r + (fake_quant(r.detach(), c) - r.detach()) : fake_quant(r, c);
+    return torch::cat({rq, tq.narrow(dim, 1, tq.size(dim) - 1)}, dim);
+  };
   auto Q = [&](Site site, const torch::Tensor& t, const std::optional<ActQuant>& q) {
     if (!q) return t;
-    return fq ? fq(site, t, *q) : fake_quant(t, *q);
+    torch::Tensor tq = fq ? fq(site, t, *q) : fake_quant(t, *q);
+    if (!s.cls) return tq;
+    const ClsQuant& c = *s.cls;
+    switch (site) {
+      case Site::Norm1Out: return cls_row(t, tq, c.qkv_in, 1);
+      case Site::Q: return cls_row(t, tq, c.q, 2);
+      case Site::K: return cls_row(t, tq, c.k, 2);
+      case Site::ProjIn: return cls_row(t, tq, c.proj_in, 1);
+      case Site::Norm2Out: return cls_row(t, tq, c.fc1_in, 1);
+      case Site::Fc2In: return cls_row(t, tq, c.fc2_in, 1);
+      default: return tq;
+    }
   };
   auto lin = [&](Site site, const torch::Tensor& t, const SimLinear& l) { return torch::linear(Q(site, t, l.input), l.weight, l.bias); };
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), nh = heads, hd = D / heads;
@@ -143,8 +162,9 @@ torch::Tensor sim_block_forward(const SimBlock& s, const torch::Tensor& x, int64
   H(Site::Attn, a);
   if (s.attn) {
     // Straight-through when learning (block reconstruction); the exact levels otherwise.
-    if (a.requires_grad()) a = a + (fake_quant_attn(a.detach(), *s.attn) - a.detach());
-    else a = fake_quant_attn(a, *s.attn);
+    torch::Tensor aq = a.requires_grad() ? a + (fake_quant_attn(a.detach(), *s.attn) - a.detach())
+                                         : fake_quant_attn(a, *s.attn);
+    a = s.cls ? cls_row(a, aq, s.cls->attn, 2) : aq;
   }
   h = torch::matmul(a, v).transpose(1, 2).reshape({B, N, D});
   H(Site::ProjIn, h);

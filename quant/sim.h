@@ -28,6 +28,7 @@ struct SimBlock {
   SimLinear qkv, proj, fc1, fc2;
   std::optional<ActQuant> q, k, v;
   std::optional<AttnQuant> attn;
+  std::optional<ClsQuant> cls;       // the class token's row (QBlock::cls)
   at::Tensor fc2_in_mul;             // [H] GELU output multiplier (QBlock::fc2_in_mul); undefined = none
 };
 

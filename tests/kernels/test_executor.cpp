@@ -72,6 +72,7 @@ struct Cfg {
   std::vector<int> attn_bits = {8, 4};
   bool gelu_mul = false;   // give every block a GELU output multiplier (mlp.fc2.input_mul)
   bool levels = false;     // give every activation site non-uniform levels (<site>.lut), 8-bit grids
+  int cls_bits = 0;        // give every block class-token quantizers of these bits (QBlock::cls)
 };
 
 QLinear rand_linear(std::mt19937& rng, int64_t out, int64_t in, int wbits, int abits) {
@@ -147,6 +148,16 @@ struct Ref {
     return y;
   }
 
+  // q() of every row, the first (the class token's) with `c` instead when given.
+  std::vector<double> qc(const std::vector<double>& x, const ActQuant& a, const ActQuant* c) {
+    std::vector<double> out = q(x, a);
+    if (c == nullptr) return out;
+    const size_t w = x.size() / size_t(m.tokens());
+    const std::vector<double> r0 = q(std::vector<double>(x.begin(), x.begin() + long(w)), *c);
+    std::copy(r0.begin(), r0.end(), out.begin());
+    return out;
+  }
+
   std::vector<double> forward(const uint8_t* img) {
     const int64_t D = m.dim, T = m.tokens(), S = m.image_size, p = m.patch, g = S / p, hd = m.head_dim();
     const int64_t P = m.in_chans * p * p;
@@ -162,7 +173,9 @@ struct Ref {
       for (int64_t j = 0; j < D; ++j)
         x[t * D + j] = (t == 0 ? double(m.cls_token[j]) : pe[(t - 1) * D + j]) + m.pos_embed[t * D + j];
     for (const QBlock& b : m.blocks) {
-      std::vector<double> h = q(ln(x, T, b.ln1_w, b.ln1_b), b.qkv.input);
+      const ClsQuant* cq = b.cls ? &*b.cls : nullptr;
+      auto C = [&](const ActQuant ClsQuant::*f) { return cq ? &(cq->*f) : nullptr; };
+      std::vector<double> h = qc(ln(x, T, b.ln1_w, b.ln1_b), b.qkv.input, C(&ClsQuant::qkv_in));
       std::vector<double> qkv = linear(h, T, b.qkv);
       std::vector<double> qv(T * D), kv(T * D), vv(T * D);
       for (int64_t t = 0; t < T; ++t)
@@ -171,9 +184,9 @@ struct Ref {
           kv[t * D + j] = qkv[t * 3 * D + D + j];
           vv[t * D + j] = qkv[t * 3 * D + 2 * D + j];
         }
-      qv = q(qv, b.q);
-      kv = q(kv, b.k);
-      vv = q(vv, b.v);
+      qv = qc(qv, b.q, C(&ClsQuant::q));
+      kv = qc(kv, b.k, C(&ClsQuant::k));
+      vv = q(vv, b.v);   // the class token's v row keeps the block's quantizer
       std::vector<double> o(T * D);
       for (int64_t hh = 0; hh < m.heads; ++hh)
         for (int64_t i = 0; i < T; ++i) {
@@ -188,7 +201,9 @@ struct Ref {
           for (int64_t j = 0; j < T; ++j) sum += (s[j] = std::exp(s[j] - mx));
           for (int64_t j = 0; j < T; ++j) {
             double a = s[j] / sum;
-            if (calib == nullptr) {
+            if (cq != nullptr && i == 0) {
+              a = q({a}, cq->attn)[0];   // the class token's post-Softmax row: uniform
+            } else if (calib == nullptr) {
               int c = 0;
               while (c < int(b.attn.thresholds.size()) && a < b.attn.thresholds[c]) ++c;
               a = double(b.attn.lut_scale) * b.attn.lut[c];
@@ -196,13 +211,13 @@ struct Ref {
             for (int64_t k = 0; k < hd; ++k) o[i * D + hh * hd + k] += a * vv[j * D + hh * hd + k];
           }
         }
-      std::vector<double> pr = linear(q(o, b.proj.input), T, b.proj);
+      std::vector<double> pr = linear(qc(o, b.proj.input, C(&ClsQuant::proj_in)), T, b.proj);
       for (size_t i = 0; i < x.size(); ++i) x[i] += pr[i];
-      std::vector<double> f1 = linear(q(ln(x, T, b.ln2_w, b.ln2_b), b.fc1.input), T, b.fc1);
+      std::vector<double> f1 = linear(qc(ln(x, T, b.ln2_w, b.ln2_b), b.fc1.input, C(&ClsQuant::fc1_in)), T, b.fc1);
       for (double& v : f1) v = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
       if (!b.fc2_in_mul.empty())
         for (size_t j = 0; j < f1.size(); ++j) f1[j] *= b.fc2_in_mul[j % b.fc2_in_mul.size()];
-      std::vector<double> f2 = linear(q(f1, b.fc2.input), T, b.fc2);
+      std::vector<double> f2 = linear(qc(f1, b.fc2.input, C(&ClsQuant::fc2_in)), T, b.fc2);
       for (size_t i = 0; i < x.size(); ++i) x[i] += f2[i];
     }
     std::vector<double> cls(x.begin(), x.begin() + D);
@@ -261,6 +276,11 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
     b.attn = make_attn(kind, c.attn_bits[i % c.attn_bits.size()], 1.0f);
     if (c.gelu_mul)
       for (int64_t j = 0; j < c.mlp; ++j) b.fc2_in_mul.push_back(std::exp(0.7f * nd(rng)));
+    if (c.cls_bits > 0) {
+      ClsQuant cq;
+      for (ActQuant* a : {&cq.qkv_in, &cq.q, &cq.k, &cq.attn, &cq.proj_in, &cq.fc1_in, &cq.fc2_in}) a->bits = c.cls_bits;
+      b.cls = cq;
+    }
     m.blocks.push_back(b);
   }
   for (int64_t j = 0; j < D; ++j) {
@@ -275,6 +295,9 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
   auto add = [&](ActQuant& a) { ranges[&a] = {1e300, -1e300}; };
   for (QBlock& b : m.blocks) {
     for (ActQuant* a : {&b.qkv.input, &b.q, &b.k, &b.v, &b.proj.input, &b.fc1.input, &b.fc2.input}) add(*a);
+    if (b.cls)
+      for (ActQuant* a : {&b.cls->qkv_in, &b.cls->q, &b.cls->k, &b.cls->attn, &b.cls->proj_in, &b.cls->fc1_in, &b.cls->fc2_in})
+        add(*a);
   }
   add(m.head.input);
   std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
@@ -416,6 +439,59 @@ TEST(Executor, MatchesReferenceNonUniformLevels) {
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
   bad = m;
   bad.blocks[0].fc2.input.lut.pop_back();
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+}
+
+// Class-token quantizers (FORMAT.md, blocks.i.cls.*): the class rows at 8 bits in a W4A4
+// model, through the GEMMs, the attention's row 0 and column 0, and the last block's class-only
+// path.
+TEST(Executor, MatchesReferenceClassTokenQuantizers) {
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.depth = 3;
+  c.cls_bits = 8;
+  c.kinds = {"logsqrt2", "uniform", "log2"};
+  c.attn_bits = {4, 3, 4};
+  check_against_reference(c, 12);
+  // Sabotage: each class quantizer of every block is used (coarsening any one changes the
+  // logits), and so are they all together. (With an 8-bit head input: the 4-bit one absorbs
+  // the last block's smaller changes on these few images.)
+  QuantModel m = make_model(c, 12);
+  ActQuant& hi = m.head.input;
+  hi.zero = int32_t(std::lround(hi.zero * 255.0 / hi.qmax()));
+  hi.scale = hi.scale * float(hi.qmax()) / 255.0f;
+  hi.bits = 8;
+  std::mt19937 rng(13);
+  std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
+  std::vector<float> a(4 * c.classes), b(4 * c.classes);
+  Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, a.data());
+  for (size_t blk = 0; blk < m.blocks.size(); ++blk)
+    for (int site = 0; site < 7; ++site) {
+      QuantModel p = m;
+      ClsQuant& q = *p.blocks[blk].cls;
+      ActQuant* sites[] = {&q.qkv_in, &q.q, &q.k, &q.attn, &q.proj_in, &q.fc1_in, &q.fc2_in};
+      sites[site]->scale *= 1.5f;
+      Executor(p, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
+      EXPECT_NE(a, b) << "block " << blk << " site " << site;
+    }
+  QuantModel plain = m;
+  for (QBlock& q : plain.blocks) q.cls.reset();
+  Executor(plain, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
+  EXPECT_NE(a, b);
+  for (Isa isa : available_isas())
+    for (int threads : {1, 3})
+      for (int64_t batch : {1, 4}) {
+        Executor ex(m, isa, threads);
+        for (int64_t i = 0; i < 4; i += batch) ex.run(imgs.data() + i * c.image * c.image, batch, b.data() + i * c.classes);
+        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << isa_name(isa) << " threads " << threads << " batch " << batch;
+      }
+  // In some blocks only, or with a level table: refused.
+  QuantModel bad = m;
+  bad.blocks[1].cls.reset();
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+  bad = m;
+  bad.blocks[0].cls->fc2_in.lut.assign(256, 0);
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
 }
 
@@ -1040,6 +1116,41 @@ TEST(QuantModelFile, LevelsRoundTripAndRejections) {
   // Tables in a version-1 file: refused (an old reader would ignore them).
   rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-1"; });
   expect_rejected(bad, "needs format reparq-quant-3");
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
+
+TEST(QuantModelFile, ClassTokenQuantizersRoundTripAndRejections) {
+  Cfg c;
+  c.cls_bits = 8;
+  const QuantModel m = make_model(c, 34);
+  const std::string good = tmp_path("cls"), bad = tmp_path("cls_bad");
+  save_quant_model(m, good);
+  EXPECT_EQ(SafeTensorsFile::open(good).meta_str("format", ""), "reparq-quant-4") << "a file with class-token quantizers is version 4";
+  const QuantModel l = load_quant_model(good);
+  for (size_t i = 0; i < m.blocks.size(); ++i) {
+    ASSERT_TRUE(l.blocks[i].cls.has_value());
+    const ClsQuant &x = *l.blocks[i].cls, &y = *m.blocks[i].cls;
+    const ActQuant* xs[] = {&x.qkv_in, &x.q, &x.k, &x.attn, &x.proj_in, &x.fc1_in, &x.fc2_in};
+    const ActQuant* ys[] = {&y.qkv_in, &y.q, &y.k, &y.attn, &y.proj_in, &y.fc1_in, &y.fc2_in};
+    for (int j = 0; j < 7; ++j) {
+      EXPECT_EQ(xs[j]->scale, ys[j]->scale) << i << " " << j;
+      EXPECT_EQ(xs[j]->zero, ys[j]->zero) << i << " " << j;
+      EXPECT_EQ(xs[j]->bits, ys[j]->bits) << i << " " << j;
+    }
+  }
+  // One site missing, in one block only, in a version-3 file, or with a bad zero point: refused.
+  rewrite(good, bad, [](Tensor& t) { return t.name.rfind("blocks.1.cls.softmax.", 0) != 0; });
+  expect_rejected(bad, "blocks.1.cls.softmax");
+  rewrite(good, bad, [](Tensor& t) { return t.name.rfind("blocks.1.cls.", 0) != 0; });
+  expect_rejected(bad, "in every block or in none");
+  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-3"; });
+  expect_rejected(bad, "needs format reparq-quant-4");
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.0.cls.q.zero_bits") set_elem(t, 0, 300);
+    return true;
+  });
+  expect_rejected(bad, "blocks.0.cls.q");
   std::remove(good.c_str());
   std::remove(bad.c_str());
 }

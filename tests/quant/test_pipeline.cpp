@@ -22,6 +22,7 @@
 #include "calib/data.h"
 #include "calib/vit.h"
 #include "kernels/error.h"
+#include "kernels/executor.h"
 #include "kernels/qmodel.h"
 #include "quant/pipeline.h"
 #include "quant/report.h"
@@ -428,4 +429,54 @@ TEST_F(Pipeline, LevelSitesGetTablesThatReachTheFile) {
   bad.level_sites = "fc2,attn";
   EXPECT_THROW(quantize_model(*model_, *train_, bad, o), UsageError);
   EXPECT_NE(Recipe::preset("reparq", 4, 4).to_json().find("\"level_sites\":\"fc2\""), std::string::npos);
+}
+
+// Recipe::cls_bits: every block gets class-token quantizers (8-bit min-max, post-Softmax row
+// from 0), the file carries them (format 4), the simulated engine and the integer executor run
+// them and agree, and the class rows at 8 bits bring the W4A4 logits closer to FP32.
+TEST_F(Pipeline, ClassTokenQuantizersReachTheFileAndTheExecutor) {
+  torch::NoGradGuard ng;
+  QuantizeOptions o;
+  o.calib_samples = 32;
+  Recipe r = Recipe::preset("reparq", 4, 4);
+  const QuantModel plain = quantize_model(*model_, *train_, r, o);
+  r.cls_bits = 8;
+  EXPECT_NE(r.to_json().find("\"cls_bits\":8"), std::string::npos);
+  const QuantModel q = quantize_model(*model_, *train_, r, o);
+  for (const QBlock& b : q.blocks) {
+    ASSERT_TRUE(b.cls.has_value());
+    for (const ActQuant* a : {&b.cls->qkv_in, &b.cls->q, &b.cls->k, &b.cls->attn, &b.cls->proj_in, &b.cls->fc1_in, &b.cls->fc2_in}) {
+      EXPECT_EQ(a->bits, 8);
+      EXPECT_TRUE(a->lut.empty());
+      EXPECT_GT(a->scale, 0.0f);
+    }
+    EXPECT_EQ(b.cls->attn.zero, 0) << "the post-Softmax row's range starts at 0";
+    EXPECT_LE(b.cls->attn.scale * 255, 1.0f + 1e-6f);
+  }
+  for (const QBlock& b : plain.blocks) EXPECT_FALSE(b.cls.has_value());
+  const std::string path = tmp_file("cls.safetensors");
+  save_quant_model(q, path);
+  const QuantModel l = load_quant_model(path);
+  fs::remove(path);
+  const torch::Tensor sim = SimModel(l).forward(px200_);
+  EXPECT_TRUE(torch::equal(sim, SimModel(q).forward(px200_)));
+  // The simulated engine uses them: without, other logits.
+  QuantModel stripped = l;
+  for (QBlock& b : stripped.blocks) b.cls.reset();
+  EXPECT_FALSE(torch::allclose(SimModel(stripped).forward(px200_), sim));
+  // The integer executor agrees with the simulated engine.
+  const int64_t n = px200_.size(0);
+  torch::Tensor px = px200_.to(torch::kUInt8).contiguous();
+  torch::Tensor ex = torch::empty({n, q.num_classes});
+  Executor(l, Isa::Scalar, 1).run(px.data_ptr<uint8_t>(), n, ex.data_ptr<float>());
+  const double agree = (ex.argmax(1) == sim.argmax(1)).to(torch::kFloat64).mean().item<double>();
+  EXPECT_GE(agree, 0.97);
+  EXPECT_LT((ex - sim).abs().max().item<double>(), 0.1 * sim.abs().max().item<double>());
+  // Closer to FP32 than the same recipe without them.
+  const torch::Tensor fp = SimModel(*model_).forward(px200_);
+  const double e_cls = (sim - fp).pow(2).mean().item<double>();
+  const double e_plain = (SimModel(plain).forward(px200_) - fp).pow(2).mean().item<double>();
+  std::printf("  logit MSE vs FP32: W4A4 %.4g, with 8-bit class rows %.4g; executor/sim top-1 agreement %.3f\n",
+              e_plain, e_cls, agree);
+  EXPECT_LT(e_cls, e_plain);
 }
