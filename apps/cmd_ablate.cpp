@@ -147,7 +147,7 @@ int run_ablate(AblateArgs& a) {
     for (size_t i = 0; i < a.bits.size(); ++i) md << "---|";
     md << "\n";
     for (auto& meth : a.methods) {
-      md << "| " << meth << " |";
+      md << "| " << meth << (a.cls_bits ? " --cls-bits " + std::to_string(a.cls_bits) : std::string()) << " |";
       for (auto& b : a.bits) {
         int wb, ab;
         parse_bits(b, &wb, &ab);
@@ -155,7 +155,8 @@ int run_ablate(AblateArgs& a) {
         Recipe r = Recipe::preset(meth, wb, ab);
         r.cls_bits = a.cls_bits;
         for (uint64_t seed : a.seeds) {
-          auto [acc, qs] = run_one(v, r, seed, meth + " " + b);
+          // (class-token runs get their own label: plots and merges take "METHOD WxAy" only)
+          auto [acc, qs] = run_one(v, r, seed, meth + " " + b + (a.cls_bits ? " cls" + std::to_string(a.cls_bits) : ""));
           s.v.push_back(acc);
           qtime[meth].v.push_back(qs);
         }

@@ -83,6 +83,12 @@ int run_inspect(InspectArgs& a) {
       print_linear("attn.proj", b.proj);
       print_linear("mlp.fc1", b.fc1);
       print_linear("mlp.fc2", b.fc2);
+      if (b.cls) {   // class-token quantizers (FORMAT.md, format 4)
+        const ClsQuant& c = *b.cls;
+        std::printf("  %-22s A%d (qkv in), A%d (q), A%d (k), A%d (softmax row), A%d (proj in), A%d (fc1 in), A%d (fc2 in)\n",
+                    "class token row", c.qkv_in.bits, c.q.bits, c.k.bits, c.attn.bits, c.proj_in.bits, c.fc1_in.bits,
+                    c.fc2_in.bits);
+      }
     }
     print_linear("head", q.head);
     if (a.verify) std::printf("verified: every tensor, bit width, scale, zero point and bound checked\n");
