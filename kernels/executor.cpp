@@ -36,6 +36,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// The class row's attention output accumulates in a stack array of this many head channels.
+constexpr int64_t kMaxClsHeadDim = 1024;
+
 struct Linear {
   const QLinear* q = nullptr;
   int64_t row0 = 0;  // first output channel of q this Linear computes (q, k, v of attn.qkv)
@@ -235,6 +238,8 @@ void Executor::Impl::check_model() {
       if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0) || !a->levels_valid())
         fail(p + "attn q/k/v quantizer is invalid");
     if (T > gemm_max_k(8, 8)) fail("too many tokens for int32 accumulation of attention x V");
+    if (b.cls && q.dim / q.heads > kMaxClsHeadDim)
+      fail("class-token quantizers support head_dim <= " + std::to_string(kMaxClsHeadDim));
     if (b.cls)
       for (const ActQuant* a : {&b.cls->qkv_in, &b.cls->q, &b.cls->k, &b.cls->attn, &b.cls->proj_in, &b.cls->fc1_in, &b.cls->fc2_in})
         if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0) || !a->lut.empty())
@@ -308,12 +313,16 @@ void Executor::Impl::cls_attn_out(const Block& blk, int64_t b, int64_t h, float*
   const float inv = float(1.0 / sum);
   for (int64_t t = 0; t < T; ++t) pc[t] = c.attn.quantize(s[t] * inv);
   // O[d] = sum_t (p_t - zp) (v_td - zv_d) * (sp * sv), quantized with the class row's proj input.
-  for (int64_t d = 0; d < hd; ++d) {
-    int32_t acc = 0;
-    for (int64_t t = 0; t < T; ++t)
-      acc += (int32_t(pc[t]) - c.attn.zero) * (int32_t(vvals[size_t((b * T + t) * D + h * hd + d)]) - blk.zv[size_t(d)]);
-    cls_in[size_t(b * D + h * hd + d)] = c.proj_in.quantize(float(acc) * (c.attn.scale * blk.sv[size_t(d)]));
+  // Accumulated key by key over contiguous v rows: Σ_t p_t (v_td − zv_d) − zp Σ_t (v_td − zv_d).
+  int32_t acc[kMaxClsHeadDim] = {0};
+  const int32_t* zv = blk.zv.data();
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t pt = int32_t(pc[t]) - c.attn.zero;
+    const int8_t* vr = vvals.data() + (b * T + t) * D + h * hd;
+    for (int64_t d = 0; d < hd; ++d) acc[d] += pt * (int32_t(vr[d]) - zv[d]);
   }
+  for (int64_t d = 0; d < hd; ++d)
+    cls_in[size_t(b * D + h * hd + d)] = c.proj_in.quantize(float(acc[d]) * (c.attn.scale * blk.sv[size_t(d)]));
 }
 
 void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch, bool cls_only) {
