@@ -303,7 +303,8 @@ void Executor::Impl::cls_scores(const Block& blk, int64_t b, int64_t h, float* s
 
 void Executor::Impl::cls_attn_out(const Block& blk, int64_t b, int64_t h, float* s, uint8_t* pc) {
   const ClsQuant& c = *blk.cls;
-  // Softmax of row 0 (exp_row: the executor's exp), codes of the class row's quantizer.
+  // Softmax of row 0 (exp_row: the executor's exp; the sum in double, in order), codes of the
+  // class row's quantizer.
   float mx = s[0];
   for (int64_t t = 1; t < T; ++t) mx = std::max(mx, s[t]);
   for (int64_t t = 0; t < T; ++t) s[t] = (s[t] - mx) * inv_sqrt_hd;
@@ -312,8 +313,8 @@ void Executor::Impl::cls_attn_out(const Block& blk, int64_t b, int64_t h, float*
   for (int64_t t = 0; t < T; ++t) sum += s[t];
   const float inv = float(1.0 / sum);
   for (int64_t t = 0; t < T; ++t) pc[t] = c.attn.quantize(s[t] * inv);
-  // O[d] = sum_t (p_t - zp) (v_td - zv_d) * (sp * sv), quantized with the class row's proj input.
-  // Accumulated key by key over contiguous v rows: Σ_t p_t (v_td − zv_d) − zp Σ_t (v_td − zv_d).
+  // O[d] = sum_t (p_t - zp) (v_td - zv_d) * (sp * sv), quantized with the class row's proj input;
+  // accumulated key by key, over contiguous v rows.
   int32_t acc[kMaxClsHeadDim] = {0};
   const int32_t* zv = blk.zv.data();
   for (int64_t t = 0; t < T; ++t) {
