@@ -218,7 +218,7 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--gelu-balance", qa.gelu_balance, "Override: per-channel GELU-output multiplier migrated into fc2 (1 or 0; only at <= 5-bit fc2 inputs)")->check(CLI::Range(0, 1));
   q->add_option("--recon", qa.recon, "Override: block reconstruction Adam steps per block (0 = off; only when some activation site has <= 5 bits)")->check(CLI::Range(0, 100000));
   q->add_option("--level-sites", qa.level_sites, "Override: activation sites (<= 5 bits) with non-uniform levels, comma-separated (qkv, q, k, v, proj, fc1, fc2, head) or 'none' (reparq: fc2)");
-  q->add_option("--cls-bits", qa.cls_bits, "Class token's row at every block activation site quantized with its own min-max quantizer of this many bits (2..8; 0 = off, the default). Mixed precision; files run on --engine sim only for now")
+  q->add_option("--cls-bits", qa.cls_bits, "Class token's row at every block activation site quantized with its own min-max quantizer of this many bits (2..8; 0 = off, the default). Mixed precision (file format reparq-quant-4)")
       ->check(CLI::IsMember({0, 2, 3, 4, 5, 6, 7, 8}));
   q->add_option("--recon-drop", qa.recon_drop, "Override: QDrop probability in block reconstruction (0 = off)")->check(CLI::Range(0.0, 1.0));
   q->add_option("--a8", qa.a8, "Mixed precision: keep these activation sites at 8 bits, comma-separated: qkv,q,k,v,attn,proj,fc1,fc2,head");

@@ -93,8 +93,8 @@ struct Recipe {
   // every activation site of every block gets its own uniform quantizer of this many bits,
   // min-max over the calibration images' class rows (post-Softmax row: [0, max]); the other
   // rows keep the site's quantizer (QBlock::cls, format reparq-quant-4). Mixed precision: at
-  // W4A4 with 8 here, 1 row in 65 of the activations is 8-bit. Off (0) in every preset; the
-  // integer executor does not run such files yet (engine sim only).
+  // W4A4 with 8 here, 1 row in 65 of the activations is 8-bit. Off (0) in every preset (the
+  // measured gains and costs: docs/RESULTS.md, "Session 11").
   int cls_bits = 0;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
