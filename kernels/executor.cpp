@@ -208,15 +208,16 @@ void Executor::Impl::check_model() {
   auto vec = [&](const std::vector<float>& v, int64_t n, const std::string& name) {
     if (int64_t(v.size()) != n) fail(name + " has " + std::to_string(v.size()) + " values, expected " + std::to_string(n));
   };
+  auto act_ok = [](const ActQuant& a) {
+    return a.bits >= 2 && a.bits <= 8 && a.zero >= 0 && a.zero <= a.qmax() && a.scale > 0 && a.levels_valid();
+  };
   auto lin = [&](const QLinear& l, int64_t out, int64_t in, const std::string& name) {
     if (l.out != out || l.in != in) fail(name + " is " + std::to_string(l.out) + "x" + std::to_string(l.in) + ", expected " + std::to_string(out) + "x" + std::to_string(in));
     if (int64_t(l.w.size()) != out * in || int64_t(l.w_zero.size()) != out) fail(name + " weights or zero points have the wrong size");
     vec(l.w_scale, out, name + ".weight_scale");
     vec(l.bias, out, name + ".bias");
     if (l.wbits < 2 || l.wbits > 8) fail(name + " has " + std::to_string(l.wbits) + "-bit weights");
-    if (l.input.bits < 2 || l.input.bits > 8 || l.input.zero < 0 || l.input.zero > l.input.qmax() || !(l.input.scale > 0) ||
-        !l.input.levels_valid())
-      fail(name + ".input quantizer is invalid");
+    if (!act_ok(l.input)) fail(name + ".input quantizer is invalid");
   };
   lin(q.patch_embed, D, Pp, "patch_embed");
   if (q.patch_embed.input.bits != 8 || q.patch_embed.input.zero != 0 || !q.patch_embed.input.lut.empty())
@@ -235,15 +236,13 @@ void Executor::Impl::check_model() {
     lin(b.fc1, Hh, D, p + "mlp.fc1");
     lin(b.fc2, D, Hh, p + "mlp.fc2");
     for (const ActQuant* a : {&b.q, &b.k, &b.v})
-      if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0) || !a->levels_valid())
-        fail(p + "attn q/k/v quantizer is invalid");
+      if (!act_ok(*a)) fail(p + "attn q/k/v quantizer is invalid");
     if (T > gemm_max_k(8, 8)) fail("too many tokens for int32 accumulation of attention x V");
     if (b.cls && q.dim / q.heads > kMaxClsHeadDim)
       fail("class-token quantizers support head_dim <= " + std::to_string(kMaxClsHeadDim));
     if (b.cls)
-      for (const ActQuant* a : {&b.cls->qkv_in, &b.cls->q, &b.cls->k, &b.cls->attn, &b.cls->proj_in, &b.cls->fc1_in, &b.cls->fc2_in})
-        if (a->bits < 2 || a->bits > 8 || a->zero < 0 || a->zero > a->qmax() || !(a->scale > 0) || !a->lut.empty())
-          fail(p + "cls quantizer is invalid");
+      for (const ActQuant* a : b.cls->sites())
+        if (!act_ok(*a) || !a->lut.empty()) fail(p + "cls quantizer is invalid");
     if (b.cls.has_value() != q.blocks[0].cls.has_value()) fail("class-token quantizers must be in every block or in none");
   }
   vec(q.norm_w, D, "norm.weight");
@@ -493,7 +492,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     // The last block continues with the class tokens only (rows b*T, stride T*D).
     const int64_t n_rows = last ? batch : rows;
     const int64_t row_step = last ? T : 1;
-    if (!blk.lv_proj.empty())
+    if (!blk.lv_proj.empty() && !(last && cls))   // (the last block's class rows are in cls_in)
       rows_parallel(n_rows, 16, [&](int64_t r) { ops->map_bytes(a.data() + r * row_step * D, D, blk.lv_proj.data()); });
     lap(kAttn);
 

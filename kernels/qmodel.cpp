@@ -23,9 +23,8 @@ const char* const kFormat3 = "reparq-quant-3";
 // Version 4 = version 3 + optional class-token quantizers (blocks.i.cls.*, FORMAT.md); written
 // only when the blocks have them.
 const char* const kFormat4 = "reparq-quant-4";
+// Tensor names of ClsQuant::sites(), in its order.
 const char* const kClsSites[] = {"qkv.input", "q", "k", "softmax", "proj.input", "fc1.input", "fc2.input"};
-ActQuant ClsQuant::* const kClsMembers[] = {&ClsQuant::qkv_in, &ClsQuant::q, &ClsQuant::k, &ClsQuant::attn,
-                                            &ClsQuant::proj_in, &ClsQuant::fc1_in, &ClsQuant::fc2_in};
 const char* const kKinds[] = {"uniform", "log2", "logsqrt2", "tanq"};
 
 int kind_id(const std::string& k) {
@@ -177,7 +176,7 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
     if (!b.fc2_in_mul.empty()) W.f32(p + "mlp.fc2.input_mul", b.fc2_in_mul);
     if (b.cls) {
       for (int j = 0; j < 7; ++j) {
-        const ActQuant& a = (*b.cls).*kClsMembers[j];
+        const ActQuant& a = *b.cls->sites()[size_t(j)];
         if (!a.lut.empty()) throw Error(kExitInternal, "class-token quantizers have no level tables");
         W.act(p + "cls." + kClsSites[j], a);
       }
@@ -301,7 +300,7 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
       bad(!v4, "'" + p + "cls.*' needs format " + std::string(kFormat4) + " (the file says " + fmt + ")");
       ClsQuant c;
       for (int j = 0; j < 7; ++j) {
-        ActQuant& a = c.*kClsMembers[j];
+        ActQuant& a = *c.sites()[size_t(j)];
         a = R.act(p + "cls." + kClsSites[j]);
         bad(!a.lut.empty(), "'" + p + "cls." + kClsSites[j] + "' must not have a level table");
       }

@@ -4,6 +4,7 @@
 // executable definitions, in the functions declared here and in kernels/gemm.h.
 #pragma once
 #include <cmath>
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -92,6 +93,10 @@ struct AttnQuant {
 // post-Softmax row (values in [0, 1]) instead of QBlock::attn.
 struct ClsQuant {
   ActQuant qkv_in, q, k, attn, proj_in, fc1_in, fc2_in;
+  // All seven, in this order (the file's blocks.i.cls.{qkv.input, q, k, softmax, proj.input,
+  // fc1.input, fc2.input}).
+  std::array<ActQuant*, 7> sites() { return {&qkv_in, &q, &k, &attn, &proj_in, &fc1_in, &fc2_in}; }
+  std::array<const ActQuant*, 7> sites() const { return {&qkv_in, &q, &k, &attn, &proj_in, &fc1_in, &fc2_in}; }
 };
 
 struct QBlock {

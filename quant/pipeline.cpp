@@ -519,9 +519,8 @@ class Pipeline {
   void cls_quant(int b) {
     torch::NoGradGuard ng;
     SimBlock& s = sim_.blocks[b];
+    // In ClsQuant::sites() order.
     const Site sites[] = {Site::Norm1Out, Site::Q, Site::K, Site::Attn, Site::ProjIn, Site::Norm2Out, Site::Fc2In};
-    ActQuant ClsQuant::* const members[] = {&ClsQuant::qkv_in, &ClsQuant::q, &ClsQuant::k, &ClsQuant::attn,
-                                            &ClsQuant::proj_in, &ClsQuant::fc1_in, &ClsQuant::fc2_in};
     constexpr int n = 7;
     double lo[n] = {0}, hi[n] = {0};   // the range always holds 0
     const SiteHook hook = [&](int blk, Site site, const torch::Tensor& x) {
@@ -535,7 +534,7 @@ class Pipeline {
     sim_block_forward(s, xq_, sim_.heads, sim_.ln_eps, b, hook);
     ClsQuant c;
     for (int i = 0; i < n; ++i) {
-      ActQuant& a = c.*members[i];
+      ActQuant& a = *c.sites()[size_t(i)];
       a.bits = r_.cls_bits;
       a.scale = float(std::max(hi[i] - lo[i], 1e-6) / a.qmax());
       a.zero = int32_t(std::clamp<double>(std::nearbyint(-lo[i] / a.scale), 0, a.qmax()));

@@ -278,7 +278,7 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
       for (int64_t j = 0; j < c.mlp; ++j) b.fc2_in_mul.push_back(std::exp(0.7f * nd(rng)));
     if (c.cls_bits > 0) {
       ClsQuant cq;
-      for (ActQuant* a : {&cq.qkv_in, &cq.q, &cq.k, &cq.attn, &cq.proj_in, &cq.fc1_in, &cq.fc2_in}) a->bits = c.cls_bits;
+      for (ActQuant* a : cq.sites()) a->bits = c.cls_bits;
       b.cls = cq;
     }
     m.blocks.push_back(b);
@@ -296,8 +296,7 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
   for (QBlock& b : m.blocks) {
     for (ActQuant* a : {&b.qkv.input, &b.q, &b.k, &b.v, &b.proj.input, &b.fc1.input, &b.fc2.input}) add(*a);
     if (b.cls)
-      for (ActQuant* a : {&b.cls->qkv_in, &b.cls->q, &b.cls->k, &b.cls->attn, &b.cls->proj_in, &b.cls->fc1_in, &b.cls->fc2_in})
-        add(*a);
+      for (ActQuant* a : b.cls->sites()) add(*a);
   }
   add(m.head.input);
   std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
@@ -469,9 +468,7 @@ TEST(Executor, MatchesReferenceClassTokenQuantizers) {
   for (size_t blk = 0; blk < m.blocks.size(); ++blk)
     for (int site = 0; site < 7; ++site) {
       QuantModel p = m;
-      ClsQuant& q = *p.blocks[blk].cls;
-      ActQuant* sites[] = {&q.qkv_in, &q.q, &q.k, &q.attn, &q.proj_in, &q.fc1_in, &q.fc2_in};
-      sites[site]->scale *= 1.5f;
+      p.blocks[blk].cls->sites()[size_t(site)]->scale *= 1.5f;
       Executor(p, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
       EXPECT_NE(a, b) << "block " << blk << " site " << site;
     }
@@ -1131,8 +1128,7 @@ TEST(QuantModelFile, ClassTokenQuantizersRoundTripAndRejections) {
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     ASSERT_TRUE(l.blocks[i].cls.has_value());
     const ClsQuant &x = *l.blocks[i].cls, &y = *m.blocks[i].cls;
-    const ActQuant* xs[] = {&x.qkv_in, &x.q, &x.k, &x.attn, &x.proj_in, &x.fc1_in, &x.fc2_in};
-    const ActQuant* ys[] = {&y.qkv_in, &y.q, &y.k, &y.attn, &y.proj_in, &y.fc1_in, &y.fc2_in};
+    const auto xs = x.sites(), ys = y.sites();
     for (int j = 0; j < 7; ++j) {
       EXPECT_EQ(xs[j]->scale, ys[j]->scale) << i << " " << j;
       EXPECT_EQ(xs[j]->zero, ys[j]->zero) << i << " " << j;

@@ -445,7 +445,7 @@ TEST_F(Pipeline, ClassTokenQuantizersReachTheFileAndTheExecutor) {
   const QuantModel q = quantize_model(*model_, *train_, r, o);
   for (const QBlock& b : q.blocks) {
     ASSERT_TRUE(b.cls.has_value());
-    for (const ActQuant* a : {&b.cls->qkv_in, &b.cls->q, &b.cls->k, &b.cls->attn, &b.cls->proj_in, &b.cls->fc1_in, &b.cls->fc2_in}) {
+    for (const ActQuant* a : b.cls->sites()) {
       EXPECT_EQ(a->bits, 8);
       EXPECT_TRUE(a->lut.empty());
       EXPECT_GT(a->scale, 0.0f);
