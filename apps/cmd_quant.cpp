@@ -36,7 +36,8 @@ struct QuantArgs {
   int qk_balance = -1, v_balance = -1, bias_correct = -1, recon = -1, gelu_balance = -1, cls_bits = -1;
   double recon_drop = -1;
   std::string a8;
-  std::optional<std::string> level_sites;
+  std::optional<std::string> level_sites, ef_sites;
+  double ef_damp = -1;
   bool no_report = false;
 };
 
@@ -86,9 +87,12 @@ int run_quantize(QuantArgs& a) {
   if (a.level_sites) r.level_sites = *a.level_sites;
   if (a.gelu_balance >= 0) r.gelu_balance = a.gelu_balance;
   if (a.cls_bits >= 0) r.cls_bits = a.cls_bits;
+  if (a.ef_sites) r.ef_sites = *a.ef_sites;
+  if (a.ef_damp >= 0) r.ef_damp = a.ef_damp;
   if (!a.a8.empty()) r.a8_sites = a.a8;
   parse_a8_sites(r.a8_sites);   // validate before loading anything
   parse_level_sites(r.level_sites);
+  parse_ef_sites(r.ef_sites);
   Vit fp = Vit::load(a.model);
   check_output_path(a.out);
   ImageSet tr = load_fashion_mnist(data_dir(a.c.data_dir), true);
@@ -220,6 +224,8 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--level-sites", qa.level_sites, "Override: activation sites (<= 5 bits) with non-uniform levels, comma-separated (qkv, q, k, v, proj, fc1, fc2, head) or 'none' (reparq: fc2)");
   q->add_option("--cls-bits", qa.cls_bits, "Class token's row at every block activation site quantized with its own min-max quantizer of this many bits (2..8; 0 = off, the default). Mixed precision (file format reparq-quant-4)")
       ->check(CLI::IsMember({0, 2, 3, 4, 5, 6, 7, 8}));
+  q->add_option("--ef-sites", qa.ef_sites, "Override: Linear inputs (<= 5 bits) rounded with error feedback through the Linear's weights, comma-separated (qkv, proj, fc1, fc2) or 'none' (reparq: all four; file format reparq-quant-5)");
+  q->add_option("--ef-damp", qa.ef_damp, "Override: relative damping of W^T W for error-feedback rounding (default 0.1)")->check(CLI::Range(1e-9, 1e6));
   q->add_option("--recon-drop", qa.recon_drop, "Override: QDrop probability in block reconstruction (0 = off)")->check(CLI::Range(0.0, 1.0));
   q->add_option("--a8", qa.a8, "Mixed precision: keep these activation sites at 8 bits, comma-separated: qkv,q,k,v,attn,proj,fc1,fc2,head");
   q->add_flag("--no-report", qa.no_report, "Do not write OUT.report.md / OUT.report.json (per-site error table)");

@@ -62,6 +62,9 @@ struct Block {
   // quantizers (cq, ck, cv: thirds of attn.qkv); null without them.
   const ClsQuant* cls = nullptr;
   Linear cq, ck, cv, cproj, cfc1, cfc2;
+  // Error-feedback gains (ef_gains) of the Linears whose input rows are rounded with error
+  // feedback (QLinear::ef_damp > 0); empty = round to nearest.
+  std::vector<float> ef_qkv, ef_proj, ef_fc1, ef_fc2;
 };
 
 // `q`'s level table padded to 256 entries, each minus `offset` (mod 256); empty without one.
@@ -78,6 +81,9 @@ std::vector<uint8_t> level_table(const ActQuant& q, int offset = 0) {
 void subtract_bytes(uint8_t* p, int64_t n, uint8_t c) {
   for (int64_t i = 0; i < n; ++i) p[i] = uint8_t(p[i] - c);
 }
+
+// Rows per error-feedback call (VitRowOps::ef_quant_rows interleaves up to 8).
+constexpr int64_t kEfRows = 8;
 
 template <class T>
 void grow(std::vector<T>& v, size_t n) {
@@ -218,6 +224,7 @@ void Executor::Impl::check_model() {
     vec(l.bias, out, name + ".bias");
     if (l.wbits < 2 || l.wbits > 8) fail(name + " has " + std::to_string(l.wbits) + "-bit weights");
     if (!act_ok(l.input)) fail(name + ".input quantizer is invalid");
+    if (!(l.ef_damp >= 0) || l.ef_damp > 1e6f) fail(name + ".input.ef_damp must be 0 (off) or in (0, 1e6]");
   };
   lin(q.patch_embed, D, Pp, "patch_embed");
   if (q.patch_embed.input.bits != 8 || q.patch_embed.input.zero != 0 || !q.patch_embed.input.lut.empty())
@@ -248,6 +255,7 @@ void Executor::Impl::check_model() {
   vec(q.norm_w, D, "norm.weight");
   vec(q.norm_b, D, "norm.bias");
   lin(q.head, q.num_classes, D, "head");
+  if (q.patch_embed.ef_damp > 0 || q.head.ef_damp > 0) fail("error-feedback rounding is for the blocks' Linears only");
 }
 
 // Output channels [row0, row0 + rows) of q (all of them by default).
@@ -373,14 +381,19 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
       o.a = lv + r0 * T;
       o.lda = T;
       o.za = 0;
-      o.epilogue = Epilogue::Uint8;
-      o.out = a.data() + base + r0 * D;
       o.ldo = D;
       o.sa = qb.attn.lut_scale;
       o.sw = blk.sv.data();
-      o.inv_so = po.inv_scale;
-      o.zo = po.zero;
-      o.out_bits = qb.proj.input.bits;
+      if (blk.ef_proj.empty()) {
+        o.epilogue = Epilogue::Uint8;
+        o.out = a.data() + base + r0 * D;
+        o.inv_so = po.inv_scale;
+        o.zo = po.zero;
+        o.out_bits = qb.proj.input.bits;
+      } else {   // float output; the rows are rounded with error feedback after all heads
+        o.epilogue = Epilogue::Float;
+        o.out = y.data() + base + r0 * D;
+      }
       o.rowsum_scratch = rs;
       if (o.m > 0) gemm(vw, o, nullptr);
     }
@@ -441,8 +454,24 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       });
     };
 
+    // Rows of `in` (float, overwritten) -> codes with error feedback through `g` (ef_gains).
+    auto ef_rows = [&](float* in, int64_t ldi, int64_t n_rows, int64_t n, const std::vector<float>& g,
+                       const ActQuant& q, uint8_t* out, int64_t ldo) {
+      const QuantParams qp = quant_params(q);
+      const uint8_t* lut = q.lut.empty() ? nullptr : q.lut.data();
+      rows_parallel((n_rows + kEfRows - 1) / kEfRows, 1, [&](int64_t c) {
+        const int64_t r0 = kEfRows * c;
+        ops->ef_quant_rows(in + r0 * ldi, ldi, int(std::min<int64_t>(kEfRows, n_rows - r0)), int(n), g.data(), qp, lut,
+                           out + r0 * ldo, ldo);
+      });
+    };
     // LN1 -> codes (the previous block's fc2 residual was added already).
-    {
+    if (!blk.ef_qkv.empty()) {   // y is free here: LN1 rows in float, then error feedback
+      rows_parallel(rows, 4, [&](int64_t r) {
+        ops->layernorm_row(x.data() + r * D, int(D), qb.ln1_w.data(), qb.ln1_b.data(), eps, y.data() + r * D);
+      });
+      ef_rows(y.data(), D, rows, D, blk.ef_qkv, qb.qkv.input, a.data(), D);
+    } else {
       const QuantParams qp = quant_params(qb.qkv.input);
       rows_parallel((rows + 1) / 2, 4, [&](int64_t pr) {  // pairs of rows (layernorm_quant2)
         const int64_t r = 2 * pr;
@@ -492,18 +521,45 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     // The last block continues with the class tokens only (rows b*T, stride T*D).
     const int64_t n_rows = last ? batch : rows;
     const int64_t row_step = last ? T : 1;
-    if (!blk.lv_proj.empty() && !(last && cls))   // (the last block's class rows are in cls_in)
+    if (!blk.ef_proj.empty()) {
+      // Attention outputs in y (float); with class-token quantizers the class rows are in cls_in.
+      if (!(last && cls)) {
+        if (cls) {
+          rows_parallel(batch, 1, [&](int64_t b) {
+            const QuantParams qp = quant_params(qb.proj.input);
+            const uint8_t* lut = qb.proj.input.lut.empty() ? nullptr : qb.proj.input.lut.data();
+            ops->ef_quant_rows(y.data() + (b * T + 1) * D, D, int(T - 1), int(D), blk.ef_proj.data(), qp, lut,
+                               a.data() + (b * T + 1) * D, D);
+          });
+        } else {
+          ef_rows(y.data(), row_step * D, n_rows, D, blk.ef_proj, qb.proj.input, a.data(), row_step * D);
+        }
+      }
+    } else if (!blk.lv_proj.empty() && !(last && cls))   // (the last block's class rows are in cls_in)
       rows_parallel(n_rows, 16, [&](int64_t r) { ops->map_bytes(a.data() + r * row_step * D, D, blk.lv_proj.data()); });
     lap(kAttn);
 
     if (!(last && cls)) gemm_float(blk.proj, a.data(), row_step * D, n_rows, y.data(), D);
     if (cls) gemm_float(blk.cproj, cls_in.data(), D, batch, y.data(), last ? D : T * D);
     lap(kProjGemm);
-    {
+    if (!blk.ef_fc1.empty()) {   // residual add, LN2 rows in float into y (row r's proj output, used), feedback
+      const QuantParams qp = quant_params(qb.fc1.input);
+      const uint8_t* lut = qb.fc1.input.lut.empty() ? nullptr : qb.fc1.input.lut.data();
+      rows_parallel((n_rows + kEfRows - 1) / kEfRows, 1, [&](int64_t c) {
+        const int64_t r0 = kEfRows * c, nr = std::min<int64_t>(kEfRows, n_rows - r0);
+        for (int64_t r = r0; r < r0 + nr; ++r) {
+          float* xr = x.data() + r * row_step * D;
+          float* yr = y.data() + r * D;
+          for (int64_t j = 0; j < D; ++j) xr[j] = xr[j] + yr[j];
+          ops->layernorm_row(xr, int(D), qb.ln2_w.data(), qb.ln2_b.data(), eps, yr);
+        }
+        ops->ef_quant_rows(y.data() + r0 * D, D, int(nr), int(D), blk.ef_fc1.data(), qp, lut, a.data() + r0 * D, D);
+      });
+    } else {
       const QuantParams qp = quant_params(qb.fc1.input);
       rows_parallel((n_rows + 1) / 2, 4, [&](int64_t pr) {  // pairs of rows (layernorm_quant2)
         const int64_t r = 2 * pr, nr = std::min<int64_t>(2, n_rows - r);
-        float* xr[2];
+        float* xr[2] = {nullptr, nullptr};
         for (int64_t i = 0; i < nr; ++i) {
           xr[i] = x.data() + (r + i) * row_step * D;
           const float* yr = y.data() + (r + i) * D;
@@ -525,14 +581,30 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     {
       const QuantParams qp = quant_params(qb.fc2.input);
       const float* mul = qb.fc2_in_mul.empty() ? nullptr : qb.fc2_in_mul.data();
-      rows_parallel(last && cls ? 0 : n_rows, 4, [&](int64_t r) {
-        ops->gelu_quant(y.data() + r * H, int(H), mul, qp, hcodes.data() + r * H);
-        if (!blk.lv_fc2.empty()) ops->map_bytes(hcodes.data() + r * H, H, blk.lv_fc2.data());
-      });
-      if (cls) {
+      const uint8_t* lut_fc2 = qb.fc2.input.lut.empty() ? nullptr : qb.fc2.input.lut.data();
+      if (cls) {   // first: error feedback below overwrites y
         const QuantParams cq = quant_params(cls->fc2_in);
         rows_parallel(batch, 4, [&](int64_t b) {
           ops->gelu_quant(y.data() + (last ? b : b * T) * H, int(H), mul, cq, cls_h.data() + b * H);
+        });
+      }
+      const int64_t gelu_rows = last && cls ? 0 : n_rows;
+      if (!blk.ef_fc2.empty()) {   // GELU (times the multiplier) in place, then feedback
+        rows_parallel((gelu_rows + kEfRows - 1) / kEfRows, 1, [&](int64_t c) {
+          const int64_t r0 = kEfRows * c, nr = std::min<int64_t>(kEfRows, gelu_rows - r0);
+          for (int64_t r = r0; r < r0 + nr; ++r) {
+            float* yr = y.data() + r * H;
+            ops->gelu_row(yr, int(H), yr);
+            if (mul)
+              for (int64_t j = 0; j < H; ++j) yr[j] = yr[j] * mul[j];
+          }
+          ops->ef_quant_rows(y.data() + r0 * H, H, int(nr), int(H), blk.ef_fc2.data(), qp, lut_fc2,
+                             hcodes.data() + r0 * H, H);
+        });
+      } else {
+        rows_parallel(gelu_rows, 4, [&](int64_t r) {
+          ops->gelu_quant(y.data() + r * H, int(H), mul, qp, hcodes.data() + r * H);
+          if (!blk.lv_fc2.empty()) ops->map_bytes(hcodes.data() + r * H, H, blk.lv_fc2.data());
         });
       }
     }
@@ -605,6 +677,10 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
     b.lv_proj = level_table(qb.proj.input);
     b.lv_fc1 = level_table(qb.fc1.input);
     b.lv_fc2 = level_table(qb.fc2.input);
+    if (qb.qkv.ef_damp > 0) b.ef_qkv = ef_gains(qb.qkv);
+    if (qb.proj.ef_damp > 0) b.ef_proj = ef_gains(qb.proj);
+    if (qb.fc1.ef_damp > 0) b.ef_fc1 = ef_gains(qb.fc1);
+    if (qb.fc2.ef_damp > 0) b.ef_fc2 = ef_gains(qb.fc2);
     if (qb.cls) {
       const ClsQuant& c = *qb.cls;
       b.cls = &c;

@@ -1,4 +1,4 @@
-// qmodel.cpp: reading and writing "reparq-quant-1" files (docs/FORMAT.md).
+// qmodel.cpp: reading and writing "reparq-quant-1" .. "reparq-quant-5" files (docs/FORMAT.md).
 #include "kernels/qmodel.h"
 
 #include <cstring>
@@ -23,6 +23,9 @@ const char* const kFormat3 = "reparq-quant-3";
 // Version 4 = version 3 + optional class-token quantizers (blocks.i.cls.*, FORMAT.md); written
 // only when the blocks have them.
 const char* const kFormat4 = "reparq-quant-4";
+// Version 5 = version 4 + optional error-feedback rounding of a block Linear's input
+// (<p>.input.ef_damp, FORMAT.md); written only when some Linear has it.
+const char* const kFormat5 = "reparq-quant-5";
 // Tensor names of ClsQuant::sites(), in its order.
 const char* const kClsSites[] = {"qkv.input", "q", "k", "softmax", "proj.input", "fc1.input", "fc2.input"};
 const char* const kKinds[] = {"uniform", "log2", "logsqrt2", "tanq"};
@@ -64,6 +67,7 @@ struct Writer {
     i32(p + ".weight_bits", {l.wbits});
     f32(p + ".bias", l.bias);
     act(p + ".input", l.input);
+    if (l.ef_damp > 0) f32(p + ".input.ef_damp", {l.ef_damp});
   }
 };
 
@@ -71,6 +75,7 @@ struct Reader {
   const SafeTensorsFile& f;
   const std::string& path;
   bool v3 = false;   // the file's format allows level tables
+  bool v5 = false;   // ... and error-feedback rounding
   [[noreturn]] void fail(const std::string& m) const { throw InputError(path + ": " + m); }
   const TensorView& t(const std::string& n, DType dt, std::vector<int64_t> shape) const {
     const TensorView& v = f.get(n, shape);
@@ -133,6 +138,11 @@ struct Reader {
     for (int8_t x : l.w)
       if (x < lo || x > hi) fail("'" + p + ".weight' holds " + std::to_string(x) + ", outside the " + std::to_string(l.wbits) + "-bit range");
     l.w_scale = f32(p + ".weight_scale", {out}, true);
+    if (f.find(p + ".input.ef_damp")) {
+      if (!v5) fail("'" + p + ".input.ef_damp' needs format " + kFormat5);
+      l.ef_damp = f32(p + ".input.ef_damp", {1})[0];
+      if (!(l.ef_damp > 0) || l.ef_damp > 1e6f) fail("'" + p + ".input.ef_damp' must be in (0, 1e6], found " + num(l.ef_damp));
+    }
     l.w_zero = i32(p + ".weight_zero", {out});
     for (int32_t z : l.w_zero)
       if (z < lo || z > hi) fail("'" + p + ".weight_zero' holds " + std::to_string(z) + ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
@@ -186,14 +196,17 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
   W.f32("norm.bias", m.norm_b);
   W.linear("head", m.head);
   for (const auto& [k, v] : m.metadata) W.w.set_metadata(k, v);
-  bool v2 = false, v3 = !m.head.input.lut.empty(), v4 = false;
+  bool v2 = false, v3 = !m.head.input.lut.empty(), v4 = false, v5 = false;
   for (const QBlock& b : m.blocks) {
+    for (const QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) v5 = v5 || l->ef_damp > 0;
     v2 = v2 || !b.fc2_in_mul.empty();
     v4 = v4 || b.cls.has_value();
     for (const ActQuant* a : {&b.qkv.input, &b.q, &b.k, &b.v, &b.proj.input, &b.fc1.input, &b.fc2.input})
       v3 = v3 || !a->lut.empty();
   }
-  W.w.set_metadata("format", v4 ? kFormat4 : v3 ? kFormat3 : v2 ? kFormat2 : kFormat);
+  if (m.patch_embed.ef_damp > 0 || m.head.ef_damp > 0)
+    throw Error(kExitInternal, "error-feedback rounding is for the blocks' Linears only");
+  W.w.set_metadata("format", v5 ? kFormat5 : v4 ? kFormat4 : v3 ? kFormat3 : v2 ? kFormat2 : kFormat);
   W.w.set_metadata("arch", m.arch);
   W.w.set_metadata("image_size", std::to_string(m.image_size));
   W.w.set_metadata("patch_size", std::to_string(m.patch));
@@ -210,7 +223,7 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
 }
 
 bool is_quant_model_format(const std::string& fmt) {
-  return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3 || fmt == kFormat4;
+  return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5;
 }
 
 bool is_quant_model_file(const std::string& path) {
@@ -226,9 +239,10 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
   if (!is_quant_model_format(fmt))
     R.fail(fmt.empty() ? "not a reparq quantized model (no 'format' metadata; a float model? quantize it first)"
                        : "format '" + fmt + "' is not supported (expected " + kFormat + ", " + kFormat2 + ", " + kFormat3 +
-                             " or " + kFormat4 + ")");
-  R.v3 = fmt == kFormat3 || fmt == kFormat4;
-  const bool v4 = fmt == kFormat4;
+                             ", " + kFormat4 + " or " + kFormat5 + ")");
+  R.v3 = fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5;
+  const bool v4 = fmt == kFormat4 || fmt == kFormat5;
+  R.v5 = fmt == kFormat5;
   QuantModel m;
   m.metadata = f.metadata();
   m.arch = f.meta_str("arch", "vit");
@@ -252,6 +266,7 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
   bad(!(m.ln_eps > 0) || !(m.std > 0) || !std::isfinite(m.mean), "ln_eps/mean/std metadata invalid");
   const int64_t D = m.dim, T = m.tokens(), H = m.mlp_hidden, P = m.in_chans * m.patch * m.patch;
   m.patch_embed = R.linear("patch_embed", D, P);
+  bad(m.patch_embed.ef_damp > 0, "'patch_embed.input.ef_damp': error-feedback rounding is for the blocks' Linears only");
   bad(m.patch_embed.input.bits != 8 || m.patch_embed.input.zero != 0 || !m.patch_embed.input.lut.empty(),
       "'patch_embed.input' must be 8-bit with zero point 0 (raw pixels), found " +
           std::to_string(m.patch_embed.input.bits) + "-bit with zero point " + std::to_string(m.patch_embed.input.zero));
@@ -312,6 +327,7 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
   m.norm_w = R.f32("norm.weight", {D});
   m.norm_b = R.f32("norm.bias", {D});
   m.head = R.linear("head", m.num_classes, D);
+  bad(m.head.ef_damp > 0, "'head.input.ef_damp': error-feedback rounding is for the blocks' Linears only");
   return m;
 }
 

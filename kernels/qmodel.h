@@ -57,6 +57,10 @@ struct QLinear {
   std::vector<float> w_scale;    // out
   std::vector<float> bias;       // out
   ActQuant input;                // quantizer of this Linear's input
+  // > 0: the rows quantized with `input` are rounded with error feedback through this Linear's
+  // weights, ef_damp being the relative damping of W^T W (FORMAT.md "Error-feedback rounding",
+  // format 5; blocks' Linears only). 0: round to nearest.
+  float ef_damp = 0.0f;
   float weight(int64_t n, int64_t k) const { return w_scale[n] * float(int32_t(w[n * in + k]) - w_zero[n]); }
 };
 
@@ -140,6 +144,11 @@ struct QuantModel {
 };
 
 // Writes the model as safetensors (FORMAT.md), atomically.
+// The error-feedback gains of a Linear with ef_damp > 0 (FORMAT.md "Error-feedback rounding"):
+// in x in, row-major, G[i][j] for j > i and 0 elsewhere. Deterministic (double arithmetic in a
+// fixed order, no FMA contraction): the executor and the simulated engine use the same gains.
+std::vector<float> ef_gains(const QLinear& l);
+
 void save_quant_model(const QuantModel& m, const std::string& path);
 // Reads and validates a quantized model: every tensor present with the right dtype and shape,
 // bit widths known, scales finite and positive, zero points and codes in range, thresholds

@@ -126,6 +126,15 @@ struct VitRowOps {
   void (*codes_row)(const float* a, int n, const AttnCoder::View* coder, uint8_t* out);
   // p[i] = table[p[i]], i < n (256-entry table): non-uniform activation levels (ActQuant::lut).
   void (*map_bytes)(uint8_t* p, int64_t n, const uint8_t* table);
+  // y[i] = LayerNorm(x)[i] in float, exactly the value layernorm_quant quantizes.
+  void (*layernorm_row)(const float* x, int n, const float* w, const float* b, float eps, float* y);
+  // Error-feedback rounding (FORMAT.md "Error-feedback rounding"); y is overwritten. One row:
+  //   t[j] = clampf(y[j] * inv_scale) for every j; then for i = 0..n-1:
+  //   c = clamp(round_half_even(t[i] clamped to +-65536) + zero, 0, qmax); c = lut[c] if lut;
+  //   out[i] = c; e = (t[i] clamped) - (float)(c - zero); t[j] = t[j] - e * g[i*n + j], j > i.
+  // `rows` rows at once (row r at y + r*ldy, codes at out + r*ldo), each exactly as one row alone.
+  void (*ef_quant_rows)(float* y, int64_t ldy, int rows, int n, const float* g, QuantParams q, const uint8_t* lut,
+                        uint8_t* out, int64_t ldo);
 };
 
 // The table compiled for `isa` (the reference for Isa::Scalar). Throws UsageError if `isa`

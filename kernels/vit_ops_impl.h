@@ -267,7 +267,118 @@ static void vo_map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
   for (int64_t i = 0; i < n; ++i) p[i] = t[p[i]];
 }
 
+static void vo_layernorm_row(const float* x, int n, const float* w, const float* b, float eps, float* y) {
+  const float mean = static_cast<float>(vo_sum8(x, n) / static_cast<double>(n));
+  const float var = static_cast<float>(vo_sumsq8(x, n, mean) / static_cast<double>(n));
+  const float sd = __builtin_sqrtf(var + eps);
+  for (int i = 0; i < n; ++i) {
+    const float d = x[i] - mean;
+    y[i] = d / sd * w[i] + b[i];
+  }
+}
+
+static inline float vo_clamp65536(float t) {
+  t = t > -65536.0f ? t : -65536.0f;   // NaN -> -65536
+  return t < 65536.0f ? t : 65536.0f;
+}
+
+// 16 floats as one value (GCC vector extension): elementwise IEEE operations, one zmm register
+// in the AVX-512 build, two ymm in the AVX2 build, four xmm in the baseline build.
+typedef float vo_f32x16 __attribute__((vector_size(64)));
+
+// Error-feedback rounding of `rows` rows (vit_ops.h). Every t[j] takes its updates in the
+// order i = 0, 1, ..., j-1, each a float multiply then a float subtract, as in the one-row
+// definition: the loops below only reorder independent work. Up to 8 rows at a time (their
+// dependency chains interleave, and each load of the gains serves all of them); columns in
+// blocks of 16. Inside a full block the 16 values sit in one vector per row and each rounding
+// updates the whole vector with the gains' row g[i][block] (zero at columns <= i, which are
+// rounded already: subtracting 0 changes nothing that is read again); the block's 16 errors then
+// update the columns after it, 16 at a time.
+static inline uint8_t vo_ef_code(float ti, QuantParams q, const uint8_t* lut, float* e) {
+  int32_t c = static_cast<int32_t>(vo_round_even(ti)) + q.zero;
+  c = c < 0 ? 0 : c;
+  c = c > q.qmax ? q.qmax : c;
+  if (lut) c = lut[c];
+  *e = ti - static_cast<float>(c - q.zero);
+  return static_cast<uint8_t>(c);
+}
+
+// One group of nr <= 8 rows (inlined twice: with nr = 8 a constant, so the per-row loops unroll
+// and the row vectors stay in registers).
+static inline __attribute__((always_inline)) void vo_ef_group(float* t0, int64_t ldt, int nr, int n, const float* g,
+                                                              QuantParams q, const uint8_t* lut, uint8_t* o0,
+                                                              int64_t ldo) {
+  enum { kCols = 16, kRows = 8 };
+  float e[kRows][kCols];
+  for (int ib = 0; ib < n; ib += kCols) {
+    if (n - ib < kCols) {   // the last, partial block: one column at a time
+      for (int i = ib; i < n; ++i) {
+        const float* gi = g + static_cast<int64_t>(i) * n;
+        for (int r = 0; r < nr; ++r) {
+          float* tr = t0 + r * ldt;
+          float ei;
+          o0[r * ldo + i] = vo_ef_code(vo_clamp65536(tr[i]), q, lut, &ei);
+          for (int j = i + 1; j < n; ++j) tr[j] = tr[j] - ei * gi[j];
+        }
+      }
+      break;
+    }
+    vo_f32x16 tb[kRows];
+    for (int r = 0; r < nr; ++r) __builtin_memcpy(&tb[r], t0 + r * ldt + ib, sizeof(vo_f32x16));
+    for (int i = 0; i < kCols; ++i) {
+      vo_f32x16 gi;
+      __builtin_memcpy(&gi, g + static_cast<int64_t>(ib + i) * n + ib, sizeof gi);
+      for (int r = 0; r < nr; ++r) {
+        float ei;
+        o0[r * ldo + ib + i] = vo_ef_code(vo_clamp65536(tb[r][i]), q, lut, &ei);
+        e[r][i] = ei;
+        tb[r] = tb[r] - ei * gi;
+      }
+    }
+    const int ie = ib + kCols;
+    const float* gb = g + static_cast<int64_t>(ib) * n;
+    int j0 = ie;
+    for (; j0 + kCols <= n; j0 += kCols) {
+      vo_f32x16 acc[kRows];
+      for (int r = 0; r < nr; ++r) __builtin_memcpy(&acc[r], t0 + r * ldt + j0, sizeof(vo_f32x16));
+      for (int k = 0; k < kCols; ++k) {
+        vo_f32x16 gk;
+        __builtin_memcpy(&gk, gb + static_cast<int64_t>(k) * n + j0, sizeof gk);
+        for (int r = 0; r < nr; ++r) acc[r] = acc[r] - e[r][k] * gk;   // multiply, then subtract
+      }
+      for (int r = 0; r < nr; ++r) __builtin_memcpy(t0 + r * ldt + j0, &acc[r], sizeof(vo_f32x16));
+    }
+    for (int r = 0; r < nr; ++r) {
+      float* tr = t0 + r * ldt;
+      for (int j = j0; j < n; ++j) {
+        float tj = tr[j];
+        for (int k = 0; k < kCols; ++k) tj = tj - e[r][k] * gb[static_cast<int64_t>(k) * n + j];
+        tr[j] = tj;
+      }
+    }
+  }
+}
+
+// Rows per group: 8 with 32 vector registers (AVX-512), else 4 (fewer registers: 8 rows spill).
+#ifdef __AVX512F__
+#define VO_EF_ROWS 8
+#else
+#define VO_EF_ROWS 4
+#endif
+
+static void vo_ef_quant_rows(float* t, int64_t ldt, int rows, int n, const float* g, QuantParams q,
+                             const uint8_t* lut, uint8_t* out, int64_t ldo) {
+  for (int r = 0; r < rows; ++r) {
+    float* tr = t + r * ldt;
+    for (int j = 0; j < n; ++j) tr[j] = vo_clamp65536(tr[j] * q.inv_scale);
+  }
+  int r0 = 0;
+  for (; r0 + VO_EF_ROWS <= rows; r0 += VO_EF_ROWS)
+    vo_ef_group(t + r0 * ldt, ldt, VO_EF_ROWS, n, g, q, lut, out + r0 * ldo, ldo);
+  if (r0 < rows) vo_ef_group(t + r0 * ldt, ldt, rows - r0, n, g, q, lut, out + r0 * ldo, ldo);
+}
+
 static const VitRowOps vo_table = {
     VO_NAME, vo_layernorm_quant, vo_layernorm_quant2, vo_softmax_levels, vo_gelu_quant, vo_quant_row, vo_quant_row_s8, vo_exp_row, vo_gelu_row, vo_codes_row,
-    vo_map_bytes,
+    vo_map_bytes, vo_layernorm_row, vo_ef_quant_rows,
 };

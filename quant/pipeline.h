@@ -96,6 +96,19 @@ struct Recipe {
   // W4A4 with 8 here, 1 row in 65 of the activations is 8-bit. Off (0) in every preset (the
   // measured gains and costs: docs/RESULTS.md, "Session 11").
   int cls_bits = 0;
+  // Error-feedback rounding (ours, session 12): at these Linear inputs (comma-separated from
+  // qkv, proj, fc1, fc2), when they have <= 5 bits, each row is rounded element by element and
+  // each element's rounding error is moved onto the elements not rounded yet through the
+  // Linear's weights (GPTQ's update applied to the activation row at run time; ef_gains,
+  // QLinear::ef_damp, format reparq-quant-5), so the Linear's OUTPUT error is what the rounding
+  // minimizes. The codes stay `bits` wide with the same scale and zero point. Relative damping
+  // of W^T W: ef_damp. Empty or "none" = off.
+  // reparq preset: all four. On the test model of tests/quant/test_pipeline.cpp a damping of
+  // 0.01 made the qkv site worse than round to nearest (logit MSE vs FP32 1.21 vs 0.92), 0.1
+  // helped at every site (all four: 0.62); on vit6x128 (seed 0) 0.1 was as good as 0.01 at W4A4
+  // and better at W3A3 (KL vs FP32 0.0244 vs 0.0255).
+  std::string ef_sites;
+  double ef_damp = 0.1;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
   static Recipe preset(const std::string& method, int wbits, int abits);
@@ -105,6 +118,7 @@ struct Recipe {
 // Parse Recipe::a8_sites / level_sites; UsageError naming an unknown site.
 std::set<std::string> parse_a8_sites(const std::string& list);
 std::set<std::string> parse_level_sites(const std::string& list);
+std::set<std::string> parse_ef_sites(const std::string& list);   // qkv, proj, fc1, fc2 only
 
 // Parses "W4A4" (case-insensitive) into bits; UsageError on anything outside W2..8A2..8.
 void parse_bits(const std::string& s, int* wbits, int* abits);

@@ -26,6 +26,7 @@ SimLinear from_q(const QLinear& l) {
   s.weight = w;
   s.bias = vec(l.bias);
   s.input = l.input;
+  if (l.ef_damp > 0) s.ef = vec(ef_gains(l), {l.in, l.in});
   return s;
 }
 
@@ -49,6 +50,29 @@ torch::Tensor quant_codes(const torch::Tensor& x, const ActQuant& q) {
 
 torch::Tensor fake_quant(const torch::Tensor& x, const ActQuant& q) {
   return (quant_codes(x, q) - double(q.zero)) * q.scale;
+}
+
+torch::Tensor ef_fake_quant(const torch::Tensor& x, const torch::Tensor& g, const ActQuant& q) {
+  const int64_t n = x.size(1);
+  // Columns as rows ([n, M]): each step reads row i and updates the rows after it.
+  torch::Tensor t = (x.to(torch::kFloat32) * q.inv_scale()).nan_to_num(-65536.0, 65536.0, -65536.0)
+                        .clamp(-65536.0, 65536.0).t().contiguous();
+  torch::Tensor gc = g.to(torch::kFloat32).contiguous();
+  torch::Tensor codes = torch::empty_like(t);
+  torch::Tensor lut;
+  if (!q.lut.empty())
+    lut = torch::from_blob(const_cast<uint8_t*>(q.lut.data()), {int64_t(q.lut.size())}, torch::kUInt8).to(torch::kFloat32);
+  for (int64_t i = 0; i < n; ++i) {
+    torch::Tensor ti = t[i].clamp(-65536.0, 65536.0);
+    torch::Tensor c = (ti.round() + double(q.zero)).clamp(0, q.qmax());
+    if (lut.defined()) c = lut.index({c.to(torch::kLong)});
+    codes[i].copy_(c);
+    if (i + 1 == n) break;
+    torch::Tensor e = ti - (c - double(q.zero));
+    torch::Tensor rest = t.narrow(0, i + 1, n - i - 1);
+    rest.sub_(gc[i].narrow(0, i + 1, n - i - 1).unsqueeze(1) * e.unsqueeze(0));
+  }
+  return (codes.t() - double(q.zero)) * q.scale;
 }
 
 torch::Tensor fake_quant_attn(const torch::Tensor& a, const AttnQuant& q) {
@@ -147,7 +171,15 @@ torch::Tensor sim_block_forward(const SimBlock& s, const torch::Tensor& x, int64
       default: return tq;
     }
   };
-  auto lin = [&](Site site, const torch::Tensor& t, const SimLinear& l) { return torch::linear(Q(site, t, l.input), l.weight, l.bias); };
+  auto lin = [&](Site site, const torch::Tensor& t, const SimLinear& l) {
+    if (!l.ef.defined() || !l.input || fq || t.requires_grad()) return torch::linear(Q(site, t, l.input), l.weight, l.bias);
+    // Error-feedback rounding; the class token's row keeps its own quantizer when it has one.
+    const int64_t B = t.size(0), N = t.size(1), Dn = t.size(2), r0 = s.cls ? 1 : 0;
+    torch::Tensor rows = t.narrow(1, r0, N - r0).reshape({B * (N - r0), Dn});
+    torch::Tensor tq = ef_fake_quant(rows, l.ef, *l.input).reshape({B, N - r0, Dn});
+    if (r0) tq = torch::cat({Q(site, t.narrow(1, 0, 1), l.input), tq}, 1);
+    return torch::linear(tq, l.weight, l.bias);
+  };
   const int64_t B = x.size(0), N = x.size(1), D = x.size(2), nh = heads, hd = D / heads;
   const float inv_sqrt = 1.0f / std::sqrt(float(hd));
   torch::Tensor h = torch::layer_norm(x, {D}, s.ln1_w, s.ln1_b, ln_eps);

@@ -21,6 +21,10 @@ struct SimLinear {
   at::Tensor weight;                 // [out, in] float: dequantized or original
   at::Tensor bias;                   // [out]
   std::optional<ActQuant> input;     // quantizer of the input, if calibrated
+  // [in, in] error-feedback gains (ef_gains of the QLinear): when defined, the input rows are
+  // rounded with error feedback (FORMAT.md) in forward passes without gradients; undefined =
+  // round to nearest. Block reconstruction learns with round to nearest.
+  at::Tensor ef;
 };
 
 struct SimBlock {
@@ -71,6 +75,10 @@ void scale_qk_channels(SimBlock& s, const at::Tensor& r);
 at::Tensor fake_quant(const at::Tensor& x, const ActQuant& q);
 // Codes of a uniform quantizer (float tensor holding integers in [0, 2^bits-1]).
 at::Tensor quant_codes(const at::Tensor& x, const ActQuant& q);
+// Error-feedback quantize-dequantize of the rows of x [M, n] (FORMAT.md "Error-feedback
+// rounding"; the same float32 operations as VitRowOps::ef_quant_row, so the same codes) with
+// gains g [n, n] (ef_gains).
+at::Tensor ef_fake_quant(const at::Tensor& x, const at::Tensor& g, const ActQuant& q);
 // Post-Softmax quantize-dequantize through thresholds and the LUT (FORMAT.md).
 at::Tensor fake_quant_attn(const at::Tensor& a, const AttnQuant& q);
 

@@ -38,7 +38,7 @@ static void n_map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
 
 static const VitRowOps n_table = {
     "neon", vo_layernorm_quant, vo_layernorm_quant2, vo_softmax_levels, vo_gelu_quant, vo_quant_row, vo_quant_row_s8,
-    vo_exp_row, vo_gelu_row, vo_codes_row, n_map_bytes,
+    vo_exp_row, vo_gelu_row, vo_codes_row, n_map_bytes, vo_layernorm_row, vo_ef_quant_rows,
 };
 }  // namespace vitops_neon
 

@@ -283,7 +283,7 @@ static void v_map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
 
 static const VitRowOps v_table = {
     "avx2", vo_layernorm_quant, vo_layernorm_quant2, v_softmax_levels, v_gelu_quant, vo_quant_row,
-    vo_quant_row_s8, v_exp_row, vo_gelu_row, v_codes_row, v_map_bytes,
+    vo_quant_row_s8, v_exp_row, vo_gelu_row, v_codes_row, v_map_bytes, vo_layernorm_row, vo_ef_quant_rows,
 };
 
 }  // namespace vitops_avx2

@@ -381,7 +381,7 @@ static void v_map_bytes(uint8_t* p, int64_t n, const uint8_t* table) {
 
 static const VitRowOps v_table = {
     "avx512", vo_layernorm_quant, v_layernorm_quant2, v_softmax_levels, v_gelu_quant, vo_quant_row, vo_quant_row_s8,
-    v_exp_row, v_gelu_row, v_codes_row, v_map_bytes,
+    v_exp_row, v_gelu_row, v_codes_row, v_map_bytes, vo_layernorm_row, vo_ef_quant_rows,
 };
 }  // namespace vitops_avx512
 

@@ -73,6 +73,7 @@ struct Cfg {
   bool gelu_mul = false;   // give every block a GELU output multiplier (mlp.fc2.input_mul)
   bool levels = false;     // give every activation site non-uniform levels (<site>.lut), 8-bit grids
   int cls_bits = 0;        // give every block class-token quantizers of these bits (QBlock::cls)
+  bool ef = false;         // error-feedback rounding at every block Linear's input (ef_damp 0.01)
 };
 
 QLinear rand_linear(std::mt19937& rng, int64_t out, int64_t in, int wbits, int abits) {
@@ -148,6 +149,35 @@ struct Ref {
     return y;
   }
 
+  // The input rows of Linear `l` [rows x l.in] quantized and dequantized: with error feedback
+  // when l.ef_damp > 0 (FORMAT.md: the float arithmetic of the contract, from the row's value
+  // rounded to float), else q(); row 0 with `c` (round to nearest) when given.
+  std::vector<double> qin(const std::vector<double>& x, const QLinear& l, const ActQuant* c) {
+    if (calib != nullptr || !(l.ef_damp > 0)) return qc(x, l.input, c);
+    const ActQuant& a = l.input;
+    const int64_t n = l.in, rows = int64_t(x.size()) / n;
+    const std::vector<float> g = ef_gains(l);
+    std::vector<double> out(x.size());
+    for (int64_t r = 0; r < rows; ++r) {
+      if (r == 0 && c != nullptr) {
+        const std::vector<double> r0 = q(std::vector<double>(x.begin(), x.begin() + n), *c);
+        std::copy(r0.begin(), r0.end(), out.begin());
+        continue;
+      }
+      std::vector<float> t(static_cast<size_t>(n));
+      for (int64_t j = 0; j < n; ++j) t[j] = std::clamp(float(x[r * n + j]) * a.inv_scale(), -65536.0f, 65536.0f);
+      for (int64_t i = 0; i < n; ++i) {
+        const float ti = std::clamp(t[i], -65536.0f, 65536.0f);
+        int c2 = int(std::clamp<float>(std::nearbyint(ti) + float(a.zero), 0.0f, float(a.qmax())));
+        if (!a.lut.empty()) c2 = a.lut[size_t(c2)];
+        out[r * n + i] = double(a.scale) * (c2 - a.zero);
+        const float e = ti - float(c2 - a.zero);
+        for (int64_t j = i + 1; j < n; ++j) t[j] = t[j] - e * g[i * n + j];
+      }
+    }
+    return out;
+  }
+
   // q() of every row, the first (the class token's) with `c` instead when given.
   std::vector<double> qc(const std::vector<double>& x, const ActQuant& a, const ActQuant* c) {
     std::vector<double> out = q(x, a);
@@ -175,7 +205,7 @@ struct Ref {
     for (const QBlock& b : m.blocks) {
       const ClsQuant* cq = b.cls ? &*b.cls : nullptr;
       auto C = [&](const ActQuant ClsQuant::*f) { return cq ? &(cq->*f) : nullptr; };
-      std::vector<double> h = qc(ln(x, T, b.ln1_w, b.ln1_b), b.qkv.input, C(&ClsQuant::qkv_in));
+      std::vector<double> h = qin(ln(x, T, b.ln1_w, b.ln1_b), b.qkv, C(&ClsQuant::qkv_in));
       std::vector<double> qkv = linear(h, T, b.qkv);
       std::vector<double> qv(T * D), kv(T * D), vv(T * D);
       for (int64_t t = 0; t < T; ++t)
@@ -211,13 +241,13 @@ struct Ref {
             for (int64_t k = 0; k < hd; ++k) o[i * D + hh * hd + k] += a * vv[j * D + hh * hd + k];
           }
         }
-      std::vector<double> pr = linear(qc(o, b.proj.input, C(&ClsQuant::proj_in)), T, b.proj);
+      std::vector<double> pr = linear(qin(o, b.proj, C(&ClsQuant::proj_in)), T, b.proj);
       for (size_t i = 0; i < x.size(); ++i) x[i] += pr[i];
-      std::vector<double> f1 = linear(qc(ln(x, T, b.ln2_w, b.ln2_b), b.fc1.input, C(&ClsQuant::fc1_in)), T, b.fc1);
+      std::vector<double> f1 = linear(qin(ln(x, T, b.ln2_w, b.ln2_b), b.fc1, C(&ClsQuant::fc1_in)), T, b.fc1);
       for (double& v : f1) v = 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
       if (!b.fc2_in_mul.empty())
         for (size_t j = 0; j < f1.size(); ++j) f1[j] *= b.fc2_in_mul[j % b.fc2_in_mul.size()];
-      std::vector<double> f2 = linear(qc(f1, b.fc2.input, C(&ClsQuant::fc2_in)), T, b.fc2);
+      std::vector<double> f2 = linear(qin(f1, b.fc2, C(&ClsQuant::fc2_in)), T, b.fc2);
       for (size_t i = 0; i < x.size(); ++i) x[i] += f2[i];
     }
     std::vector<double> cls(x.begin(), x.begin() + D);
@@ -320,6 +350,9 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
       }
     }
   }
+  if (c.ef)
+    for (QBlock& b : m.blocks)
+      for (QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) l->ef_damp = 0.01f;
   return m;
 }
 
@@ -490,6 +523,140 @@ TEST(Executor, MatchesReferenceClassTokenQuantizers) {
   bad = m;
   bad.blocks[0].cls->fc2_in.lut.assign(256, 0);
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+}
+
+// Error-feedback rounding (FORMAT.md, <p>.input.ef_damp) at every block Linear's input: alone,
+// with class-token quantizers (the class rows keep round to nearest, so the last block's proj,
+// fc1 and fc2, which see only the class rows, do not use it) and with level tables.
+TEST(Executor, MatchesReferenceErrorFeedback) {
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.depth = 3;
+  c.ef = true;
+  c.kinds = {"logsqrt2", "uniform", "log2"};
+  c.attn_bits = {4, 3, 4};
+  check_against_reference(c, 14);
+  Cfg cc = c;
+  cc.cls_bits = 8;
+  check_against_reference(cc, 15);
+  Cfg cl = c;
+  cl.levels = true;
+  check_against_reference(cl, 16);
+  // Sabotage: every Linear's feedback is used (turning off any one changes the logits).
+  for (const Cfg* cfg : {&c, &cc}) {
+    const QuantModel m = make_model(*cfg, 17);
+    std::mt19937 rng(18);
+    std::vector<uint8_t> imgs = rand_images(rng, 4, cfg->image);
+    std::vector<float> a(4 * cfg->classes), b(4 * cfg->classes);
+    Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, a.data());
+    for (size_t blk = 0; blk < m.blocks.size(); ++blk)
+      for (int site = 0; site < 4; ++site) {
+        QuantModel p = m;
+        QBlock& q = p.blocks[blk];
+        QLinear* ls[] = {&q.qkv, &q.proj, &q.fc1, &q.fc2};
+        ls[site]->ef_damp = 0.0f;
+        Executor(p, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
+        if (cfg->cls_bits > 0 && blk + 1 == m.blocks.size() && site > 0)
+          EXPECT_EQ(a, b) << "the last block's proj / fc1 / fc2 see only the class rows, which keep their own quantizers";
+        else
+          EXPECT_NE(a, b) << "block " << blk << " site " << site << " cls " << cfg->cls_bits;
+      }
+    for (Isa isa : available_isas())
+      for (int threads : {1, 3})
+        for (int64_t batch : {1, 4}) {
+          Executor ex(m, isa, threads);
+          for (int64_t i = 0; i < 4; i += batch)
+            ex.run(imgs.data() + i * cfg->image * cfg->image, batch, b.data() + i * cfg->classes);
+          EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << isa_name(isa) << " threads " << threads << " batch " << batch;
+        }
+  }
+  // A negative or NaN damping, or feedback at the patch embedding or the head: refused.
+  QuantModel bad = make_model(c, 17);
+  bad.blocks[0].fc1.ef_damp = -1.0f;
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+  bad.blocks[0].fc1.ef_damp = std::nanf("");
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+  bad = make_model(c, 17);
+  bad.head.ef_damp = 0.01f;
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+}
+
+// ef_gains against GPTQ's factor computed another way (H^-1 by Gauss-Jordan, then its
+// Cholesky factor), and error-feedback rounding against round to nearest: the Linear's output
+// error |W^ (x - x^)|^2 must fall.
+TEST(ErrorFeedback, GainsMatchGptqFactorAndLowerTheOutputError) {
+  std::mt19937 rng(21);
+  for (int64_t in : {16, 40}) {
+    QLinear l = rand_linear(rng, 24, in, 4, 4);   // out < in: W^T W is singular before damping
+    l.ef_damp = 0.01f;
+    const std::vector<float> g = ef_gains(l);
+    const int64_t n = in;
+    std::vector<double> h(size_t(n * n), 0.0), inv(size_t(n * n), 0.0);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t r = 0; r < l.out; ++r) h[i * n + j] += double(l.weight(r, i)) * double(l.weight(r, j));
+    double tr = 0;
+    for (int64_t i = 0; i < n; ++i) tr += h[i * n + i];
+    for (int64_t i = 0; i < n; ++i) h[i * n + i] += 0.01 * tr / double(n), inv[i * n + i] = 1.0;
+    for (int64_t c = 0; c < n; ++c) {   // Gauss-Jordan (H is positive definite: no pivoting)
+      const double p = h[c * n + c];
+      for (int64_t j = 0; j < n; ++j) h[c * n + j] /= p, inv[c * n + j] /= p;
+      for (int64_t r = 0; r < n; ++r)
+        if (r != c) {
+          const double f = h[r * n + c];
+          for (int64_t j = 0; j < n; ++j) h[r * n + j] -= f * h[c * n + j], inv[r * n + j] -= f * inv[c * n + j];
+        }
+    }
+    std::vector<double> L(size_t(n * n), 0.0);   // inv = L L^T; U = L^T; G[i][j] = L[j][i] / L[i][i]
+    for (int64_t j = 0; j < n; ++j) {
+      double d = inv[j * n + j];
+      for (int64_t k = 0; k < j; ++k) d -= L[j * n + k] * L[j * n + k];
+      L[j * n + j] = std::sqrt(d);
+      for (int64_t i = j + 1; i < n; ++i) {
+        double s2 = inv[i * n + j];
+        for (int64_t k = 0; k < j; ++k) s2 -= L[i * n + k] * L[j * n + k];
+        L[i * n + j] = s2 / L[j * n + j];
+      }
+    }
+    double worst = 0, gmax = 0;
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        const double want = j > i ? L[j * n + i] / L[i * n + i] : 0.0;
+        worst = std::max(worst, std::abs(want - double(g[i * n + j])));
+        gmax = std::max(gmax, std::abs(want));
+      }
+    EXPECT_LT(worst, 1e-5 * gmax) << "in " << in;
+    // Output error over random rows, error feedback vs round to nearest (the zero-gain rows).
+    const std::vector<float> zero(size_t(n * n), 0.0f);
+    std::normal_distribution<float> nd(0.f, 1.f);
+    const ActQuant a{4, 0.4f, 8, {}};
+    const QuantParams qp = quant_params(a);
+    double err_ef = 0, err_rtn = 0;
+    for (int row = 0; row < 200; ++row) {
+      std::vector<float> x(static_cast<size_t>(n)), t(static_cast<size_t>(n));
+      for (float& v : x) v = nd(rng);
+      std::vector<uint8_t> ce(static_cast<size_t>(n)), cr(static_cast<size_t>(n));
+      t = x;
+      vit_row_ops_ref().ef_quant_rows(t.data(), n, 1, int(n), g.data(), qp, nullptr, ce.data(), n);
+      t = x;
+      vit_row_ops_ref().ef_quant_rows(t.data(), n, 1, int(n), zero.data(), qp, nullptr, cr.data(), n);
+      std::vector<uint8_t> plain(static_cast<size_t>(n));
+      vit_row_ops_ref().quant_row(x.data(), int(n), qp, plain.data());
+      EXPECT_EQ(cr, plain);   // zero gains: round to nearest
+      for (int64_t o = 0; o < l.out; ++o) {
+        double de = 0, dr = 0;
+        for (int64_t k = 0; k < n; ++k) {
+          de += double(l.weight(o, k)) * (x[k] - a.scale * (ce[k] - a.zero));
+          dr += double(l.weight(o, k)) * (x[k] - a.scale * (cr[k] - a.zero));
+        }
+        err_ef += de * de;
+        err_rtn += dr * dr;
+      }
+    }
+    std::printf("  in %d: output error, error feedback / round to nearest = %.3f\n", int(in), err_ef / err_rtn);
+    EXPECT_LT(err_ef, 0.8 * err_rtn) << "in " << in;
+  }
 }
 
 TEST(Executor, MatchesReferenceW6A6) {
@@ -785,6 +952,79 @@ TEST(VitRowOps, MapBytesBitIdenticalAcrossIsas) {
         ops.map_bytes(got.data() + 3, n, table.data());
         ASSERT_EQ(got, want) << isa_name(isa) << " n " << n;
         for (int64_t i = 0; i < n; ++i) ASSERT_EQ(want[size_t(i) + 3], table[buf[size_t(i) + 3]]);
+      }
+    }
+  }
+}
+
+// layernorm_row and ef_quant_rows: every ISA build equals the reference twin bit for bit, and
+// ef_quant_rows (blocked, several rows interleaved) equals the one-row definition written out
+// literally here (random gains, with and without a level table, NaN / inf / huge inputs);
+// layernorm_row is the value layernorm_quant quantizes.
+TEST(VitRowOps, ErrorFeedbackBitIdenticalAcrossIsas) {
+  std::mt19937 rng(78);
+  std::normal_distribution<float> nd(0.f, 2.f);
+  const VitRowOps& ref = vit_row_ops_ref();
+  std::vector<uint8_t> lut(256);
+  for (int c = 0; c < 256; ++c) lut[size_t(c)] = uint8_t(c & ~7);   // non-decreasing levels
+  for (Isa isa : available_isas()) {
+    const VitRowOps& ops = vit_row_ops(isa);
+    for (int n : {1, 7, 16, 33, 128, 385}) {
+      std::vector<float> x(static_cast<size_t>(n)), w(static_cast<size_t>(n)), b(static_cast<size_t>(n)), g(size_t(n) * size_t(n));
+      for (int i = 0; i < n; ++i) x[size_t(i)] = nd(rng), w[size_t(i)] = 1.0f + 0.1f * nd(rng), b[size_t(i)] = 0.1f * nd(rng);
+      for (float& v : g) v = 0.3f * nd(rng);
+      if (n > 5) {
+        x[1] = std::nanf("");
+        x[2] = INFINITY;
+        x[3] = -1e30f;
+      }
+      std::vector<float> y1(static_cast<size_t>(n)), y2(static_cast<size_t>(n));
+      ref.layernorm_row(x.data() + (n > 5 ? 4 : 0), n > 5 ? n - 4 : n, w.data(), b.data(), 1e-6f, y1.data());
+      ops.layernorm_row(x.data() + (n > 5 ? 4 : 0), n > 5 ? n - 4 : n, w.data(), b.data(), 1e-6f, y2.data());
+      EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * 4)) << isa_name(isa) << " layernorm_row n=" << n;
+      const QuantParams q{3.0f, 7, 15};
+      if (n > 5) {
+        std::vector<uint8_t> want(size_t(n - 4)), got(size_t(n - 4));
+        ref.layernorm_quant(x.data() + 4, n - 4, w.data(), b.data(), 1e-6f, q, want.data());
+        ref.quant_row(y1.data(), n - 4, q, got.data());
+        EXPECT_EQ(want, got) << "layernorm_row is layernorm_quant's value, n=" << n;
+      }
+      const uint8_t* lut_ptr = lut.data();
+      for (const uint8_t* l : {static_cast<const uint8_t*>(nullptr), lut_ptr}) {
+        const QuantParams qe = l ? QuantParams{3.0f, 128, 255} : q;
+        for (int rows : {1, 3, 6}) {
+          // Row r: x scaled by (1 + r/4), rows n + 3 apart (the padding is not written).
+          const int64_t ld = n + 3;
+          std::vector<float> t0(size_t(rows * ld), 7.0f);
+          for (int r = 0; r < rows; ++r)
+            for (int j = 0; j < n; ++j) t0[size_t(r * ld + j)] = x[size_t(j)] * (1.0f + 0.25f * float(r));
+          // The definition, literally (vit_ops.h): one row at a time, updates in order.
+          std::vector<uint8_t> want(size_t(rows * ld), 0xEE);
+          for (int r = 0; r < rows; ++r) {
+            std::vector<float> t(static_cast<size_t>(n));
+            for (int j = 0; j < n; ++j) {
+              const float v = t0[size_t(r * ld + j)] * qe.inv_scale;
+              t[size_t(j)] = std::isnan(v) ? -65536.0f : std::min(std::max(v, -65536.0f), 65536.0f);
+            }
+            for (int i = 0; i < n; ++i) {
+              const float ti = std::min(std::max(t[size_t(i)], -65536.0f), 65536.0f);
+              int c = std::min(std::max(int(std::nearbyint(ti)) + qe.zero, 0), qe.qmax);
+              if (l) c = l[c];
+              want[size_t(r * ld + i)] = uint8_t(c);
+              const float e = ti - float(c - qe.zero);
+              for (int j = i + 1; j < n; ++j) t[size_t(j)] = t[size_t(j)] - e * g[size_t(i * n + j)];
+            }
+          }
+          for (const VitRowOps* o : {&ref, &ops}) {
+            std::vector<float> t = t0;
+            std::vector<uint8_t> got(size_t(rows * ld), 0xEE);
+            o->ef_quant_rows(t.data(), ld, rows, n, g.data(), qe, l, got.data(), ld);
+            EXPECT_EQ(want, got) << o->name << " ef_quant_rows n=" << n << " rows=" << rows << (l ? " lut" : "");
+          }
+          if (l)
+            for (int r = 0; r < rows; ++r)
+              for (int j = 0; j < n; ++j) EXPECT_EQ(want[size_t(r * ld + j)] & 7, 0);
+        }
       }
     }
   }
@@ -1147,6 +1387,52 @@ TEST(QuantModelFile, ClassTokenQuantizersRoundTripAndRejections) {
     return true;
   });
   expect_rejected(bad, "blocks.0.cls.q");
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
+
+TEST(QuantModelFile, ErrorFeedbackRoundTripAndRejections) {
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.ef = true;
+  const QuantModel m = make_model(c, 35);
+  const std::string good = tmp_path("ef"), bad = tmp_path("ef_bad");
+  save_quant_model(m, good);
+  EXPECT_EQ(SafeTensorsFile::open(good).meta_str("format", ""), "reparq-quant-5") << "a file with error feedback is version 5";
+  const QuantModel l = load_quant_model(good);
+  for (size_t i = 0; i < m.blocks.size(); ++i) {
+    EXPECT_EQ(l.blocks[i].qkv.ef_damp, 0.01f);
+    EXPECT_EQ(l.blocks[i].proj.ef_damp, 0.01f);
+    EXPECT_EQ(l.blocks[i].fc1.ef_damp, 0.01f);
+    EXPECT_EQ(l.blocks[i].fc2.ef_damp, 0.01f);
+  }
+  EXPECT_EQ(l.head.ef_damp, 0.0f);
+  // Same logits from the loaded file.
+  std::mt19937 rng(36);
+  std::vector<uint8_t> imgs = rand_images(rng, 2, c.image);
+  std::vector<float> a(2 * c.classes), b(2 * c.classes);
+  Executor(m, Isa::Scalar, 1).run(imgs.data(), 2, a.data());
+  Executor(l, Isa::Scalar, 1).run(imgs.data(), 2, b.data());
+  EXPECT_EQ(a, b);
+  // In a version-4 file, a damping <= 0 or NaN, or at the head: refused.
+  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-4"; });
+  expect_rejected(bad, "needs format reparq-quant-5");
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.1.mlp.fc1.input.ef_damp") set_elem(t, 0, -0.5f);
+    return true;
+  });
+  expect_rejected(bad, "blocks.1.mlp.fc1.input.ef_damp");
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.0.attn.proj.input.ef_damp") set_elem(t, 0, std::nanf(""));
+    return true;
+  });
+  expect_rejected(bad, "blocks.0.attn.proj.input.ef_damp");
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.0.attn.proj.input.ef_damp") t.name = "head.input.ef_damp";
+    return true;
+  });
+  expect_rejected(bad, "blocks' Linears only");
   std::remove(good.c_str());
   std::remove(bad.c_str());
 }

@@ -796,3 +796,42 @@ TEST(WeightQuant, GptqActOrderHelpsWithOutlierInputChannels) {
   EXPECT_TRUE(torch::equal(quantize_weight_gptq(w, Xs, 4, "percentile", 0.01, true).codes,
                            quantize_weight_gptq(w, Xs, 4, "percentile").codes));
 }
+
+// The simulated engine's error-feedback rounding (ef_fake_quant) gives the executor's codes
+// (VitRowOps::ef_quant_rows) bit for bit, with and without a level table: the same float32
+// operations in the same order.
+TEST(ErrorFeedback, SimulatedEqualsExecutorRowOp) {
+  torch::manual_seed(5);
+  const int64_t M = 37;
+  for (int64_t n : {1, 9, 64, 130}) {
+    QLinear l;
+    l.out = 20;
+    l.in = n;
+    l.wbits = 4;
+    torch::Tensor wc = torch::randint(-8, 8, {20, n}, torch::kInt32);
+    for (int64_t i = 0; i < 20 * n; ++i) l.w.push_back(int8_t(wc.data_ptr<int32_t>()[i]));
+    l.w_zero.assign(20, 1);
+    l.w_scale.assign(20, 0.05f);
+    l.bias.assign(20, 0.0f);
+    l.ef_damp = 0.01f;
+    const std::vector<float> g = ef_gains(l);
+    torch::Tensor gt = torch::from_blob(const_cast<float*>(g.data()), {n, n}, torch::kFloat32);
+    torch::Tensor x = torch::randn({M, n}) * 2.0;
+    x[0][0] = std::numeric_limits<float>::quiet_NaN();
+    for (int with_lut = 0; with_lut < 2; ++with_lut) {
+      ActQuant a{with_lut ? 8 : 4, with_lut ? 0.03f : 0.4f, with_lut ? 128 : 8, {}};
+      if (with_lut)
+        for (int c = 0; c < 256; ++c) a.lut.push_back(uint8_t(c & ~15));
+      const torch::Tensor sim = ef_fake_quant(x, gt, a);
+      const QuantParams qp = quant_params(a);
+      for (int64_t r = 0; r < M; ++r) {
+        std::vector<float> t(x[r].data_ptr<float>(), x[r].data_ptr<float>() + n);
+        std::vector<uint8_t> codes(static_cast<size_t>(n));
+        vit_row_ops_ref().ef_quant_rows(t.data(), n, 1, int(n), g.data(), qp, a.lut.empty() ? nullptr : a.lut.data(), codes.data(), n);
+        for (int64_t j = 0; j < n; ++j)
+          ASSERT_EQ(sim[r][j].item<float>(), (float(codes[size_t(j)]) - float(a.zero)) * a.scale)
+              << "n " << n << " row " << r << " col " << j << " lut " << with_lut;
+      }
+    }
+  }
+}
