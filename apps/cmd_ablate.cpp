@@ -198,6 +198,9 @@ int run_ablate(AblateArgs& a) {
     comps.push_back({base.level_sites.empty() || base.level_sites == "none" ? "with GELU-output levels"
                                                                              : "GELU output uniform (no levels)",
                      [](Recipe& r) { r.level_sites = r.level_sites.empty() || r.level_sites == "none" ? "fc2" : "none"; }});
+    comps.push_back({base.ef_sites.empty() || base.ef_sites == "none" ? "with error-feedback rounding"
+                                                                       : "round to nearest (no error feedback)",
+                     [](Recipe& r) { r.ef_sites = r.ef_sites.empty() || r.ef_sites == "none" ? "qkv,proj,fc1,fc2" : "none"; }});
     comps.push_back({base.recon_iters > 0 ? "no block reconstruction" : "with block reconstruction (200 steps)",
                      [](Recipe& r) { r.recon_iters = r.recon_iters > 0 ? 0 : 200; }});
     for (auto& v : vars) {

@@ -35,6 +35,11 @@ void print_linear(const char* name, const QLinear& l) {
     for (size_t i = 1; i < l.input.lut.size(); ++i) n += l.input.lut[i] != l.input.lut[i - 1];
     levels = ", " + std::to_string(n) + " levels";
   }
+  if (l.ef_damp > 0) {   // error-feedback rounding of the input rows (FORMAT.md, format 5)
+    char buf[64];
+    std::snprintf(buf, sizeof buf, ", error feedback (damping %g)", double(l.ef_damp));
+    levels += buf;
+  }
   std::printf("  %-22s W%d (per channel) %5lld x %-5lld  input A%d scale %.4g zero %d%s\n", name, l.wbits,
               (long long)l.out, (long long)l.in, l.input.bits, l.input.scale, l.input.zero, levels.c_str());
 }

@@ -347,6 +347,7 @@ TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
   QuantizeOptions o;
   o.calib_samples = 32;
   Recipe r = Recipe::preset("reparq", 4, 4);
+  r.ef_sites = "none";   // reconstruction alone (error feedback: ErrorFeedbackReachesTheFileAndTheExecutor)
   r.recon_iters = 0;
   QuantModel a = quantize_model(*model_, *train_, r, o);
   r.recon_iters = 200;
@@ -366,6 +367,7 @@ TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
   // GELU-output balancing (off by default): the multiplier lands in the file, the file loads
   // back to the same logits, and the result is still better than no reconstruction.
   Recipe rg = Recipe::preset("reparq", 4, 4);
+  rg.ef_sites = "none";
   rg.gelu_balance = true;
   QuantModel g = quantize_model(*model_, *train_, rg, o);
   ASSERT_EQ(g.blocks[0].fc2_in_mul.size(), size_t(g.mlp_hidden));
@@ -381,6 +383,7 @@ TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
   // QDrop (Recipe::recon_drop): seeded, so the same recipe gives the same parameters; it
   // changes what is learned, and still beats no reconstruction; the recipe JSON records it.
   Recipe rd = Recipe::preset("reparq", 4, 4);
+  rd.ef_sites = "none";
   rd.recon_drop = 0.2;
   QuantModel d1 = quantize_model(*model_, *train_, rd, o), d2 = quantize_model(*model_, *train_, rd, o);
   EXPECT_EQ(d1.blocks[1].fc2.w_scale, d2.blocks[1].fc2.w_scale);
