@@ -122,14 +122,14 @@ SimModel::SimModel(const Vit& fp) {
     SimBlock s;
     s.ln1_w = P(i, "norm1.weight"); s.ln1_b = P(i, "norm1.bias");
     s.ln2_w = P(i, "norm2.weight"); s.ln2_b = P(i, "norm2.bias");
-    s.qkv = {P(i, "attn.qkv.weight"), P(i, "attn.qkv.bias"), std::nullopt};
-    s.proj = {P(i, "attn.proj.weight"), P(i, "attn.proj.bias"), std::nullopt};
-    s.fc1 = {P(i, "mlp.fc1.weight"), P(i, "mlp.fc1.bias"), std::nullopt};
-    s.fc2 = {P(i, "mlp.fc2.weight"), P(i, "mlp.fc2.bias"), std::nullopt};
+    s.qkv = {P(i, "attn.qkv.weight"), P(i, "attn.qkv.bias"), std::nullopt, {}};
+    s.proj = {P(i, "attn.proj.weight"), P(i, "attn.proj.bias"), std::nullopt, {}};
+    s.fc1 = {P(i, "mlp.fc1.weight"), P(i, "mlp.fc1.bias"), std::nullopt, {}};
+    s.fc2 = {P(i, "mlp.fc2.weight"), P(i, "mlp.fc2.bias"), std::nullopt, {}};
     blocks.push_back(std::move(s));
   }
   norm_w = fp.param("norm.weight").clone(); norm_b = fp.param("norm.bias").clone();
-  head = {fp.param("head.weight").clone(), fp.param("head.bias").clone(), std::nullopt};
+  head = {fp.param("head.weight").clone(), fp.param("head.bias").clone(), std::nullopt, {}};
 }
 
 torch::Tensor SimModel::embed(const torch::Tensor& pixels, const SiteHook& hook) const {

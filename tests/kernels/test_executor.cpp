@@ -474,6 +474,20 @@ TEST(Executor, MatchesReferenceNonUniformLevels) {
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
 }
 
+// `want`: the logits of the 4 images `imgs` (Isa::Scalar, 1 thread). Every ISA, 1 and 3 threads,
+// batches of 1 and 4 give them bit for bit.
+static void expect_same_logits_everywhere(const QuantModel& m, const Cfg& c, const std::vector<uint8_t>& imgs,
+                                   const std::vector<float>& want) {
+  std::vector<float> got(want.size());
+  for (Isa isa : available_isas())
+    for (int threads : {1, 3})
+      for (int64_t batch : {1, 4}) {
+        Executor ex(m, isa, threads);
+        for (int64_t i = 0; i < 4; i += batch) ex.run(imgs.data() + i * c.image * c.image, batch, got.data() + i * c.classes);
+        EXPECT_EQ(0, std::memcmp(want.data(), got.data(), want.size() * 4)) << isa_name(isa) << " threads " << threads << " batch " << batch;
+      }
+}
+
 // Class-token quantizers (FORMAT.md, blocks.i.cls.*): the class rows at 8 bits in a W4A4
 // model, through the GEMMs, the attention's row 0 and column 0, and the last block's class-only
 // path.
@@ -509,13 +523,7 @@ TEST(Executor, MatchesReferenceClassTokenQuantizers) {
   for (QBlock& q : plain.blocks) q.cls.reset();
   Executor(plain, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
   EXPECT_NE(a, b);
-  for (Isa isa : available_isas())
-    for (int threads : {1, 3})
-      for (int64_t batch : {1, 4}) {
-        Executor ex(m, isa, threads);
-        for (int64_t i = 0; i < 4; i += batch) ex.run(imgs.data() + i * c.image * c.image, batch, b.data() + i * c.classes);
-        EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << isa_name(isa) << " threads " << threads << " batch " << batch;
-      }
+  expect_same_logits_everywhere(m, c, imgs, a);
   // In some blocks only, or with a level table: refused.
   QuantModel bad = m;
   bad.blocks[1].cls.reset();
@@ -562,14 +570,7 @@ TEST(Executor, MatchesReferenceErrorFeedback) {
         else
           EXPECT_NE(a, b) << "block " << blk << " site " << site << " cls " << cfg->cls_bits;
       }
-    for (Isa isa : available_isas())
-      for (int threads : {1, 3})
-        for (int64_t batch : {1, 4}) {
-          Executor ex(m, isa, threads);
-          for (int64_t i = 0; i < 4; i += batch)
-            ex.run(imgs.data() + i * cfg->image * cfg->image, batch, b.data() + i * cfg->classes);
-          EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * 4)) << isa_name(isa) << " threads " << threads << " batch " << batch;
-        }
+    expect_same_logits_everywhere(m, *cfg, imgs, a);
   }
   // A negative or NaN damping, or feedback at the patch embedding or the head: refused.
   QuantModel bad = make_model(c, 17);
@@ -1021,9 +1022,10 @@ TEST(VitRowOps, ErrorFeedbackBitIdenticalAcrossIsas) {
             o->ef_quant_rows(t.data(), ld, rows, n, g.data(), qe, l, got.data(), ld);
             EXPECT_EQ(want, got) << o->name << " ef_quant_rows n=" << n << " rows=" << rows << (l ? " lut" : "");
           }
-          if (l)
+          if (l) {
             for (int r = 0; r < rows; ++r)
               for (int j = 0; j < n; ++j) EXPECT_EQ(want[size_t(r * ld + j)] & 7, 0);
+          }
         }
       }
     }
