@@ -454,23 +454,25 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       });
     };
 
-    // Rows of `in` (float, overwritten) -> codes with error feedback through `g` (ef_gains).
+    // Rows r < n_rows of `in` (n floats at in + r*ldi, written by prepare(r) just before, then
+    // overwritten) -> codes at out + r*ldo with error feedback through `g` (ef_gains), kEfRows
+    // rows a task.
     auto ef_rows = [&](float* in, int64_t ldi, int64_t n_rows, int64_t n, const std::vector<float>& g,
-                       const ActQuant& q, uint8_t* out, int64_t ldo) {
+                       const ActQuant& q, uint8_t* out, int64_t ldo, const auto& prepare) {
       const QuantParams qp = quant_params(q);
       const uint8_t* lut = q.lut.empty() ? nullptr : q.lut.data();
       rows_parallel((n_rows + kEfRows - 1) / kEfRows, 1, [&](int64_t c) {
-        const int64_t r0 = kEfRows * c;
-        ops->ef_quant_rows(in + r0 * ldi, ldi, int(std::min<int64_t>(kEfRows, n_rows - r0)), int(n), g.data(), qp, lut,
-                           out + r0 * ldo, ldo);
+        const int64_t r0 = kEfRows * c, nr = std::min<int64_t>(kEfRows, n_rows - r0);
+        for (int64_t r = r0; r < r0 + nr; ++r) prepare(r);
+        ops->ef_quant_rows(in + r0 * ldi, ldi, int(nr), int(n), g.data(), qp, lut, out + r0 * ldo, ldo);
       });
     };
+    auto as_is = [](int64_t) {};
     // LN1 -> codes (the previous block's fc2 residual was added already).
     if (!blk.ef_qkv.empty()) {   // y is free here: LN1 rows in float, then error feedback
-      rows_parallel(rows, 4, [&](int64_t r) {
+      ef_rows(y.data(), D, rows, D, blk.ef_qkv, qb.qkv.input, a.data(), D, [&](int64_t r) {
         ops->layernorm_row(x.data() + r * D, int(D), qb.ln1_w.data(), qb.ln1_b.data(), eps, y.data() + r * D);
       });
-      ef_rows(y.data(), D, rows, D, blk.ef_qkv, qb.qkv.input, a.data(), D);
     } else {
       const QuantParams qp = quant_params(qb.qkv.input);
       rows_parallel((rows + 1) / 2, 4, [&](int64_t pr) {  // pairs of rows (layernorm_quant2)
@@ -524,15 +526,12 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     if (!blk.ef_proj.empty()) {
       // Attention outputs in y (float); with class-token quantizers the class rows are in cls_in.
       if (!(last && cls)) {
-        if (cls) {
-          rows_parallel(batch, 1, [&](int64_t b) {
-            const QuantParams qp = quant_params(qb.proj.input);
-            const uint8_t* lut = qb.proj.input.lut.empty() ? nullptr : qb.proj.input.lut.data();
-            ops->ef_quant_rows(y.data() + (b * T + 1) * D, D, int(T - 1), int(D), blk.ef_proj.data(), qp, lut,
-                               a.data() + (b * T + 1) * D, D);
-          });
+        if (cls) {   // rows 1.. of each image
+          for (int64_t b = 0; b < batch; ++b)
+            ef_rows(y.data() + (b * T + 1) * D, D, T - 1, D, blk.ef_proj, qb.proj.input, a.data() + (b * T + 1) * D, D,
+                    as_is);
         } else {
-          ef_rows(y.data(), row_step * D, n_rows, D, blk.ef_proj, qb.proj.input, a.data(), row_step * D);
+          ef_rows(y.data(), row_step * D, n_rows, D, blk.ef_proj, qb.proj.input, a.data(), row_step * D, as_is);
         }
       }
     } else if (!blk.lv_proj.empty() && !(last && cls))   // (the last block's class rows are in cls_in)
@@ -543,17 +542,11 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     if (cls) gemm_float(blk.cproj, cls_in.data(), D, batch, y.data(), last ? D : T * D);
     lap(kProjGemm);
     if (!blk.ef_fc1.empty()) {   // residual add, LN2 rows in float into y (row r's proj output, used), feedback
-      const QuantParams qp = quant_params(qb.fc1.input);
-      const uint8_t* lut = qb.fc1.input.lut.empty() ? nullptr : qb.fc1.input.lut.data();
-      rows_parallel((n_rows + kEfRows - 1) / kEfRows, 1, [&](int64_t c) {
-        const int64_t r0 = kEfRows * c, nr = std::min<int64_t>(kEfRows, n_rows - r0);
-        for (int64_t r = r0; r < r0 + nr; ++r) {
-          float* xr = x.data() + r * row_step * D;
-          float* yr = y.data() + r * D;
-          for (int64_t j = 0; j < D; ++j) xr[j] = xr[j] + yr[j];
-          ops->layernorm_row(xr, int(D), qb.ln2_w.data(), qb.ln2_b.data(), eps, yr);
-        }
-        ops->ef_quant_rows(y.data() + r0 * D, D, int(nr), int(D), blk.ef_fc1.data(), qp, lut, a.data() + r0 * D, D);
+      ef_rows(y.data(), D, n_rows, D, blk.ef_fc1, qb.fc1.input, a.data(), D, [&](int64_t r) {
+        float* xr = x.data() + r * row_step * D;
+        float* yr = y.data() + r * D;
+        for (int64_t j = 0; j < D; ++j) xr[j] = xr[j] + yr[j];
+        ops->layernorm_row(xr, int(D), qb.ln2_w.data(), qb.ln2_b.data(), eps, yr);
       });
     } else {
       const QuantParams qp = quant_params(qb.fc1.input);
@@ -581,7 +574,6 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     {
       const QuantParams qp = quant_params(qb.fc2.input);
       const float* mul = qb.fc2_in_mul.empty() ? nullptr : qb.fc2_in_mul.data();
-      const uint8_t* lut_fc2 = qb.fc2.input.lut.empty() ? nullptr : qb.fc2.input.lut.data();
       if (cls) {   // first: error feedback below overwrites y
         const QuantParams cq = quant_params(cls->fc2_in);
         rows_parallel(batch, 4, [&](int64_t b) {
@@ -590,16 +582,11 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       }
       const int64_t gelu_rows = last && cls ? 0 : n_rows;
       if (!blk.ef_fc2.empty()) {   // GELU (times the multiplier) in place, then feedback
-        rows_parallel((gelu_rows + kEfRows - 1) / kEfRows, 1, [&](int64_t c) {
-          const int64_t r0 = kEfRows * c, nr = std::min<int64_t>(kEfRows, gelu_rows - r0);
-          for (int64_t r = r0; r < r0 + nr; ++r) {
-            float* yr = y.data() + r * H;
-            ops->gelu_row(yr, int(H), yr);
-            if (mul)
-              for (int64_t j = 0; j < H; ++j) yr[j] = yr[j] * mul[j];
-          }
-          ops->ef_quant_rows(y.data() + r0 * H, H, int(nr), int(H), blk.ef_fc2.data(), qp, lut_fc2,
-                             hcodes.data() + r0 * H, H);
+        ef_rows(y.data(), H, gelu_rows, H, blk.ef_fc2, qb.fc2.input, hcodes.data(), H, [&](int64_t r) {
+          float* yr = y.data() + r * H;
+          ops->gelu_row(yr, int(H), yr);
+          if (mul)
+            for (int64_t j = 0; j < H; ++j) yr[j] = yr[j] * mul[j];
         });
       } else {
         rows_parallel(gelu_rows, 4, [&](int64_t r) {

@@ -1300,6 +1300,13 @@ void expect_rejected(const std::string& path, const std::string& what) {
   std::remove(path.c_str());
 }
 
+// m written to `path`, whose format metadata must be `format` (`why` says why), and read back.
+QuantModel save_and_load(const QuantModel& m, const std::string& path, const char* format, const char* why) {
+  save_quant_model(m, path);
+  EXPECT_EQ(SafeTensorsFile::open(path).meta_str("format", ""), format) << why;
+  return load_quant_model(path);
+}
+
 }  // namespace
 
 TEST(QuantModelFile, GeluMultiplierRoundTripAndRejections) {
@@ -1307,9 +1314,7 @@ TEST(QuantModelFile, GeluMultiplierRoundTripAndRejections) {
   c.gelu_mul = true;
   const QuantModel m = make_model(c, 32);
   const std::string good = tmp_path("gmul"), bad = tmp_path("gmul_bad");
-  save_quant_model(m, good);
-  EXPECT_EQ(SafeTensorsFile::open(good).meta_str("format", ""), "reparq-quant-2") << "a file with the multiplier is version 2";
-  const QuantModel l = load_quant_model(good);
+  const QuantModel l = save_and_load(m, good, "reparq-quant-2", "a file with the multiplier is version 2");
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     ASSERT_EQ(l.blocks[i].fc2_in_mul.size(), size_t(c.mlp));
     EXPECT_EQ(l.blocks[i].fc2_in_mul, m.blocks[i].fc2_in_mul);
@@ -1338,9 +1343,7 @@ TEST(QuantModelFile, LevelsRoundTripAndRejections) {
   c.levels = true;
   const QuantModel m = make_model(c, 33);
   const std::string good = tmp_path("levels"), bad = tmp_path("levels_bad");
-  save_quant_model(m, good);
-  EXPECT_EQ(SafeTensorsFile::open(good).meta_str("format", ""), "reparq-quant-3") << "a file with level tables is version 3";
-  const QuantModel l = load_quant_model(good);
+  const QuantModel l = save_and_load(m, good, "reparq-quant-3", "a file with level tables is version 3");
   EXPECT_EQ(l.blocks[1].fc2.input.lut, m.blocks[1].fc2.input.lut);
   EXPECT_EQ(l.blocks[0].k.lut, m.blocks[0].k.lut);
   EXPECT_EQ(l.head.input.lut, m.head.input.lut);
@@ -1364,9 +1367,7 @@ TEST(QuantModelFile, ClassTokenQuantizersRoundTripAndRejections) {
   c.cls_bits = 8;
   const QuantModel m = make_model(c, 34);
   const std::string good = tmp_path("cls"), bad = tmp_path("cls_bad");
-  save_quant_model(m, good);
-  EXPECT_EQ(SafeTensorsFile::open(good).meta_str("format", ""), "reparq-quant-4") << "a file with class-token quantizers is version 4";
-  const QuantModel l = load_quant_model(good);
+  const QuantModel l = save_and_load(m, good, "reparq-quant-4", "a file with class-token quantizers is version 4");
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     ASSERT_TRUE(l.blocks[i].cls.has_value());
     const ClsQuant &x = *l.blocks[i].cls, &y = *m.blocks[i].cls;
@@ -1400,9 +1401,7 @@ TEST(QuantModelFile, ErrorFeedbackRoundTripAndRejections) {
   c.ef = true;
   const QuantModel m = make_model(c, 35);
   const std::string good = tmp_path("ef"), bad = tmp_path("ef_bad");
-  save_quant_model(m, good);
-  EXPECT_EQ(SafeTensorsFile::open(good).meta_str("format", ""), "reparq-quant-5") << "a file with error feedback is version 5";
-  const QuantModel l = load_quant_model(good);
+  const QuantModel l = save_and_load(m, good, "reparq-quant-5", "a file with error feedback is version 5");
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     EXPECT_EQ(l.blocks[i].qkv.ef_damp, 0.01f);
     EXPECT_EQ(l.blocks[i].proj.ef_damp, 0.01f);
