@@ -1,6 +1,7 @@
 // cmd_model.cpp: `reparq train` and `reparq eval`.
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -33,6 +34,35 @@ struct TrainArgs {
 };
 
 int report_training(const TrainArgs& a, const TrainReport& r);
+
+struct StressArgs {
+  CommonOptions c;
+  std::string model, out;
+  int64_t channels = 4;
+  double factor = 20;
+  uint64_t seed = 1234;
+};
+
+// `reparq stress`: writes the function-preserving outlier-stressed variant that `reparq ablate
+// --stress 1` evaluates ("MODEL stressed" in docs/RESULTS.md), so that it can be quantized and
+// evaluated on its own.
+int run_stress(StressArgs& a) {
+  apply_common_options(a.c);
+  if (a.channels <= 0) throw UsageError("--channels must be positive");
+  if (!(a.factor > 1) || !std::isfinite(a.factor)) throw UsageError("--factor must be a finite number > 1");
+  Vit m = Vit::load(a.model);
+  if (a.channels > m.config().dim)
+    throw UsageError("--channels " + std::to_string(a.channels) + " exceeds the model width " + std::to_string(m.config().dim));
+  Vit s = stress_outliers(m, a.channels, a.factor, a.seed);
+  char desc[96];
+  std::snprintf(desc, sizeof desc, "%lldx%g seed %llu", static_cast<long long>(a.channels), a.factor,
+                static_cast<unsigned long long>(a.seed));
+  s.save(a.out, {{"stress", desc},
+                 {"stressed_from", a.model}});
+  std::printf("wrote %s: %lld channels of every block LayerNorm scaled by %g, next Linear compensated (float function unchanged)\n",
+              a.out.c_str(), static_cast<long long>(a.channels), a.factor);
+  return 0;
+}
 
 int run_train(TrainArgs& a) {
   apply_common_options(a.c);
@@ -263,6 +293,17 @@ void add_model_commands(CLI::App& app, CommandList& cmds) {
   tr->add_option("--limit", ta.opt.limit, "Train on the first N images only");
   tr->add_option("--eval-limit", ta.opt.eval_limit, "Evaluate on the first N test images only");
   cmds.push_back({tr, [] { return run_train(ta); }});
+
+  static StressArgs sa;
+  auto* st = app.add_subcommand("stress", "Write the outlier-stressed variant of a float model that `ablate --stress 1` uses");
+  st->footer("Example: reparq stress models/vit8x96.safetensors -o out/vit8x96-stressed.safetensors");
+  add_common_options(st, sa.c);
+  st->add_option("model", sa.model, "Float model (.safetensors)")->required()->check(CLI::ExistingFile);
+  st->add_option("-o,--out", sa.out, "Output float model")->required();
+  st->add_option("--channels", sa.channels, "Channels per LayerNorm to stress")->capture_default_str();
+  st->add_option("--factor", sa.factor, "Stress factor")->capture_default_str();
+  st->add_option("--seed", sa.seed, "Seed that draws the channels")->capture_default_str();
+  cmds.push_back({st, [] { return run_stress(sa); }});
 
   static EvalArgs ea;
   auto* ev = app.add_subcommand("eval", "Top-1/top-5 accuracy on the 10,000 Fashion-MNIST test images");

@@ -193,6 +193,23 @@ expect 1 "--percentile must be in" -- "$B" calibrate "$M" --percentile 30 -q    
 expect 1 "--bins must be in" -- "$B" calibrate "$M" --bins 1 -q                                     # C5
 expect 2 "truncated.safetensors" -- "$B" calibrate "$T/truncated.safetensors" -q                   # C6
 expect 2 "no-such-dir/s.json: cannot write" -- "$B" calibrate "$M" -o "$T/no-such-dir/s.json" -q   # C7
+# stress (the outlier-stressed variant of a float model)
+expect 1 "--factor must be a finite number > 1" -- "$B" stress "$M" -o "$T/s.st" --factor 1 -q       # S1
+expect 1 "--channels must be positive" -- "$B" stress "$M" -o "$T/s.st" --channels 0 -q            # S2
+expect 1 "--channels 100000 exceeds the model width" -- "$B" stress "$M" -o "$T/s.st" --channels 100000 -q   # S3
+expect 2 "truncated.safetensors" -- "$B" stress "$T/truncated.safetensors" -o "$T/s.st" -q         # S4
+expect 2 "no-such-dir/s.st: cannot write" -- "$B" stress "$M" -o "$T/no-such-dir/s.st" -q         # S5
+[ -e "$T/s.st" ] && { echo "FAIL: a failed stress left $T/s.st behind"; fail=$((fail + 1)); }
+n=$((n + 1))   # the stressed model computes the same function: same predictions, KL ~ 0
+if ! "$B" stress "$M" -o "$T/s.st" --channels 2 --factor 20 -q >/dev/null 2>&1; then
+  echo "FAIL: stress of the tiny model failed"; fail=$((fail + 1))
+elif ! "$B" eval "$M" "$T/s.st" --limit 200 --json -q 2>/dev/null | python3 -c '
+import json, sys
+r = json.load(sys.stdin)["rows"][1]
+sys.exit(0 if r["agree_fp32"] == 100.0 and r["mean_kl"] < 1e-6 else 1)'; then
+  echo "FAIL: the stressed tiny model does not compute the same function"; fail=$((fail + 1))
+fi
+rm -f "$T/s.st"
 n=$((n + 1))
 if ! "$B" calibrate "$M" --calib 8 --batch 3 -o "$T/s.json" -q >/dev/null 2>&1 || ! grep -q '"reparq-calib-stats-1"' "$T/s.json"; then
   echo "FAIL: calibrate of the tiny model did not write its statistics"; fail=$((fail + 1))
