@@ -19,6 +19,111 @@
 
 namespace reparq {
 
+namespace {
+
+// The three O(n^3) loops below are written as axpys (a[j] -= c * b[j] over contiguous j, each
+// element updated in a fixed order), never as dot products: they vectorize without
+// reassociation, so every vector width gives the same bits as the scalar loop. On x86-64 with
+// GCC they are compiled for AVX-512 and AVX2 too and picked at load time (target_clones;
+// -ffp-contract=off keeps FMA out of every clone).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#define REPARQ_EF_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define REPARQ_EF_CLONES
+#endif
+
+constexpr int64_t kEfPanel = 32;   // rows of W (Gram), columns (factor), rows (inverse) per cache block
+
+// Upper triangle of H += W^T W, each element summed over the rows r = 0..m-1 in order; a block
+// of kEfPanel rows of W is applied to one row of H at a time, so that row stays in cache.
+REPARQ_EF_CLONES void gram_upper(const double* w, int64_t m, int64_t n, double* h) {
+  for (int64_t r0 = 0; r0 < m; r0 += kEfPanel) {
+    const int64_t r1 = r0 + kEfPanel < m ? r0 + kEfPanel : m;
+    for (int64_t i = 0; i < n; ++i) {
+      double* hi = h + i * n;
+      for (int64_t r = r0; r < r1; ++r) {
+        const double* wr = w + r * n;
+        const double wi = wr[i];
+        for (int64_t j = i; j < n; ++j) hi[j] += wi * wr[j];
+      }
+    }
+  }
+}
+
+// H = R R^T with R upper triangular (row-major in rr), right-looking from the last column:
+// column j of R is the current column j of the updated H over R[j][j]; then H[i][l] -=
+// R[i][j] R[l][j] for i <= l < j. Every H[i][l] receives these updates for j = n-1, n-2, ...
+// in that order; the columns of a panel of kEfPanel are applied to the rest of the triangle
+// together (row by row, still in decreasing j), which changes the memory traffic, not the
+// order. h (upper triangle) is overwritten; cols holds kEfPanel x n doubles.
+// R[j][j] >= sqrt(lambda) (exact arithmetic gives d >= lambda).
+REPARQ_EF_CLONES void factor_upper(double* h, int64_t n, double lambda, double* rr, double* cols) {
+  for (int64_t jb = n - 1; jb >= 0; jb -= kEfPanel) {
+    const int64_t j0 = jb - kEfPanel + 1 > 0 ? jb - kEfPanel + 1 : 0;
+    for (int64_t j = jb; j >= j0; --j) {
+      double* col = cols + (jb - j) * n;
+      const double d = h[j * n + j];
+      const double rjj = std::sqrt(d > lambda ? d : lambda);
+      for (int64_t i = 0; i < j; ++i) col[i] = h[i * n + j] / rjj;
+      col[j] = rjj;
+      for (int64_t i = 0; i <= j; ++i) rr[i * n + j] = col[i];
+      for (int64_t i = 0; i < j; ++i) {   // inside the panel: columns j0..j-1
+        const double ci = col[i];
+        double* hi = h + i * n;
+        for (int64_t l = i > j0 ? i : j0; l < j; ++l) hi[l] -= ci * col[l];
+      }
+    }
+    for (int64_t i = 0; i < j0; ++i) {   // the rest: columns i..j0-1 of the rows above the panel
+      double* hi = h + i * n;
+      for (int64_t j = jb; j >= j0; --j) {
+        const double* col = cols + (jb - j) * n;
+        const double ci = col[i];
+        for (int64_t l = i; l < j0; ++l) hi[l] -= ci * col[l];
+      }
+    }
+  }
+}
+
+// U = R^-1 (upper triangular), from the last row up: U[i][j] = -acc[j] / R[i][i] with
+// acc[j] = sum_{k=j, j-1, ..., i+1} R[i][k] U[k][j] (decreasing k); G[i][j] = U[i][j] / U[i][i]
+// = -acc[j]. The rows of a block of kEfPanel share each read of U[k] for k below the block;
+// acc holds kEfPanel x n doubles.
+REPARQ_EF_CLONES void gains_from_factor(const double* rr, int64_t n, double* u, double* acc, float* g) {
+  for (int64_t ib = n - 1; ib >= 0; ib -= kEfPanel) {
+    const int64_t i0 = ib - kEfPanel + 1 > 0 ? ib - kEfPanel + 1 : 0;
+    for (int64_t i = i0; i <= ib; ++i) {
+      double* a = acc + (ib - i) * n;
+      for (int64_t j = i; j < n; ++j) a[j] = 0.0;
+    }
+    for (int64_t k = n - 1; k > ib; --k) {   // rows of U below the block, decreasing k
+      const double* uk = u + k * n;
+      for (int64_t i = i0; i <= ib; ++i) {
+        const double rik = rr[i * n + k];
+        double* a = acc + (ib - i) * n;
+        for (int64_t j = k; j < n; ++j) a[j] += rik * uk[j];
+      }
+    }
+    for (int64_t i = ib; i >= i0; --i) {   // inside the block, then the row itself
+      const double* ri = rr + i * n;
+      double* a = acc + (ib - i) * n;
+      for (int64_t k = ib; k > i; --k) {
+        const double rik = ri[k];
+        const double* uk = u + k * n;
+        for (int64_t j = k; j < n; ++j) a[j] += rik * uk[j];
+      }
+      const double rii = ri[i];
+      double* ui = u + i * n;
+      ui[i] = 1.0 / rii;
+      for (int64_t j = i + 1; j < n; ++j) {
+        ui[j] = -a[j] / rii;
+        g[i * n + j] = float(-a[j]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
 std::vector<float> ef_gains(const QLinear& l) {
   const int64_t n = l.in, m = l.out;
   std::vector<float> g(size_t(n * n), 0.0f);
@@ -26,55 +131,17 @@ std::vector<float> ef_gains(const QLinear& l) {
   std::vector<double> w(size_t(m * n));
   for (int64_t r = 0; r < m; ++r)
     for (int64_t k = 0; k < n; ++k) w[size_t(r * n + k)] = double(l.weight(r, k));
-  // Upper triangle of H = W^T W (each element summed over the rows in order).
   std::vector<double> h(size_t(n * n), 0.0);
-  for (int64_t r = 0; r < m; ++r) {
-    const double* wr = w.data() + r * n;
-    for (int64_t i = 0; i < n; ++i) {
-      const double wi = wr[i];
-      double* hi = h.data() + i * n;
-      for (int64_t j = i; j < n; ++j) hi[j] += wi * wr[j];
-    }
-  }
+  gram_upper(w.data(), m, n, h.data());
   double trace = 0.0;
   for (int64_t i = 0; i < n; ++i) trace += h[size_t(i * n + i)];
   const double lambda = double(l.ef_damp) * trace / double(n);
   if (!(lambda > 0) || !std::isfinite(lambda)) return g;   // all-zero weights: nothing to feed back
   for (int64_t i = 0; i < n; ++i) h[size_t(i * n + i)] += lambda;
-  // H = R R^T, R upper triangular, from the last column back.
-  std::vector<double> rr(size_t(n * n), 0.0);
-  for (int64_t j = n - 1; j >= 0; --j) {
-    const double* rj = rr.data() + j * n;
-    double d = h[size_t(j * n + j)];
-    for (int64_t k = j + 1; k < n; ++k) d -= rj[k] * rj[k];
-    const double rjj = std::sqrt(d > lambda ? d : lambda);   // d >= lambda in exact arithmetic
-    rr[size_t(j * n + j)] = rjj;
-    for (int64_t i = 0; i < j; ++i) {
-      const double* ri = rr.data() + i * n;
-      double s = h[size_t(i * n + j)];
-      for (int64_t k = j + 1; k < n; ++k) s -= ri[k] * rj[k];
-      rr[size_t(i * n + j)] = s / rjj;
-    }
-  }
-  // U = R^-1 (upper triangular), from the last row up; G[i][j] = U[i][j] / U[i][i].
+  std::vector<double> rr(size_t(n * n), 0.0), panel(size_t(kEfPanel * n), 0.0);
+  factor_upper(h.data(), n, lambda, rr.data(), panel.data());
   std::vector<double> u(size_t(n * n), 0.0);
-  std::vector<double> acc(static_cast<size_t>(n), 0.0);
-  for (int64_t i = n - 1; i >= 0; --i) {
-    const double* ri = rr.data() + i * n;
-    for (int64_t j = i; j < n; ++j) acc[size_t(j)] = 0.0;
-    for (int64_t k = i + 1; k < n; ++k) {   // acc[j] = sum_{k=i+1..j} R[i][k] U[k][j], k ascending
-      const double rik = ri[k];
-      const double* uk = u.data() + k * n;
-      for (int64_t j = k; j < n; ++j) acc[size_t(j)] += rik * uk[j];
-    }
-    const double rii = ri[i];
-    double* ui = u.data() + i * n;
-    ui[i] = 1.0 / rii;
-    for (int64_t j = i + 1; j < n; ++j) {
-      ui[j] = -acc[size_t(j)] / rii;
-      g[size_t(i * n + j)] = float(-acc[size_t(j)]);
-    }
-  }
+  gains_from_factor(rr.data(), n, u.data(), panel.data(), g.data());
   return g;
 }
 

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -642,6 +643,13 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
   I.head = make_linear(m.head, isa);
   I.lv_head = level_table(m.head.input);
   I.blocks.resize(m.blocks.size());
+  // Error-feedback gains (O(in^3) each) are computed after the loop, one Linear per task on
+  // the executor's threads; each Linear's gains are the same bits whichever thread makes them.
+  struct EfJob {
+    const QLinear* l;
+    std::vector<float>* g;
+  };
+  std::vector<EfJob> ef_jobs;
   for (size_t i = 0; i < m.blocks.size(); ++i) {
     const QBlock& qb = m.blocks[i];
     Block& b = I.blocks[i];
@@ -664,10 +672,10 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
     b.lv_proj = level_table(qb.proj.input);
     b.lv_fc1 = level_table(qb.fc1.input);
     b.lv_fc2 = level_table(qb.fc2.input);
-    if (qb.qkv.ef_damp > 0) b.ef_qkv = ef_gains(qb.qkv);
-    if (qb.proj.ef_damp > 0) b.ef_proj = ef_gains(qb.proj);
-    if (qb.fc1.ef_damp > 0) b.ef_fc1 = ef_gains(qb.fc1);
-    if (qb.fc2.ef_damp > 0) b.ef_fc2 = ef_gains(qb.fc2);
+    if (qb.qkv.ef_damp > 0) ef_jobs.push_back({&qb.qkv, &b.ef_qkv});
+    if (qb.proj.ef_damp > 0) ef_jobs.push_back({&qb.proj, &b.ef_proj});
+    if (qb.fc1.ef_damp > 0) ef_jobs.push_back({&qb.fc1, &b.ef_fc1});
+    if (qb.fc2.ef_damp > 0) ef_jobs.push_back({&qb.fc2, &b.ef_fc2});
     if (qb.cls) {
       const ClsQuant& c = *qb.cls;
       b.cls = &c;
@@ -682,6 +690,19 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
     }
   }
   I.pool.reset(new ThreadPool(threads));
+  if (!ef_jobs.empty()) {
+    std::stable_sort(ef_jobs.begin(), ef_jobs.end(), [](const EfJob& a, const EfJob& b) { return a.l->in > b.l->in; });
+    std::vector<std::exception_ptr> err(ef_jobs.size());
+    I.pool->parallel_for(int(ef_jobs.size()), [&](int t) {
+      try {
+        *ef_jobs[size_t(t)].g = ef_gains(*ef_jobs[size_t(t)].l);
+      } catch (...) {
+        err[size_t(t)] = std::current_exception();
+      }
+    });
+    for (const auto& e : err)
+      if (e) std::rethrow_exception(e);
+  }
 }
 
 Executor::~Executor() = default;

@@ -2,7 +2,8 @@
 // (docs/PERF.md, "Session 6"): softmax + post-Softmax codes over 197 scores (8-bit uniform
 // coder, as `reparq bench`'s random model; and a 4-bit log2 coder, as in W4A4 models), GELU + quantize over 1536 values, LayerNorm +
 // quantize over 384 values one row at a time and two rows at a time (layernorm_quant2), and
-// the level-table pass over 1536 codes (map_bytes).
+// the level-table pass over 1536 codes (map_bytes), and the error-feedback gains a Linear
+// needs at load (ef_gains, O(in^3); DeiT-S's qkv/fc1 in = 384 and fc2 in = 1536, vit6x128's 128).
 // items_per_second gives elements per second. Usage: build/tests/bench_rowops [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
@@ -111,6 +112,24 @@ void bm_map_bytes(benchmark::State& st, Isa isa) {
   st.SetItemsProcessed(st.iterations() * int64_t(kRows) * n);
 }
 
+// ef_gains (kernels/ef.cpp): computed once per Linear when the executor is built; one call.
+void bm_ef_gains(benchmark::State& st, int in, int out) {
+  reparq::QLinear l;
+  l.in = in;
+  l.out = out;
+  l.wbits = 4;
+  std::mt19937 rng(5);
+  l.w.resize(size_t(in) * size_t(out));
+  for (int8_t& w : l.w) w = int8_t(int(rng() % 16) - 8);
+  l.w_zero.assign(size_t(out), 0);
+  l.w_scale.assign(size_t(out), 0.01f);
+  l.ef_damp = 0.1f;
+  for (auto _ : st) {
+    std::vector<float> g = reparq::ef_gains(l);
+    benchmark::DoNotOptimize(g.data());
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -124,6 +143,10 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("layernorm_quant2_384/" + i).c_str(), bm_layernorm, isa, true);
     benchmark::RegisterBenchmark(("map_bytes_1536/" + i).c_str(), bm_map_bytes, isa);
   }
+  benchmark::RegisterBenchmark("ef_gains/in128_out384", bm_ef_gains, 128, 384)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("ef_gains/in512_out128", bm_ef_gains, 512, 128)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("ef_gains/in384_out1152", bm_ef_gains, 384, 1152)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("ef_gains/in1536_out384", bm_ef_gains, 1536, 384)->Unit(benchmark::kMillisecond);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

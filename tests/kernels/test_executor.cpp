@@ -583,12 +583,55 @@ TEST(Executor, MatchesReferenceErrorFeedback) {
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
 }
 
+// ef_gains is cache-blocked (panels of 32) and vectorized (target_clones on x86-64); its
+// definition is the plain loops of docs/FORMAT.md "Error-feedback rounding", written out here
+// one element at a time, in the documented order. The two must give the same bits, for sizes
+// below, at and across the panel width.
+TEST(ErrorFeedback, GainsBitIdenticalToThePlainLoops) {
+  std::mt19937 rng(23);
+  for (int64_t in : {1, 5, 32, 33, 70, 100}) {
+    for (int64_t out : {3, 40, 100}) {
+      QLinear l = rand_linear(rng, out, in, 4, 4);
+      l.ef_damp = 0.05f;
+      const int64_t n = in;
+      std::vector<double> h(size_t(n * n), 0.0), R(size_t(n * n), 0.0), U(size_t(n * n), 0.0);
+      for (int64_t i = 0; i < n; ++i)   // 1. H[i][j] = sum over rows r = 0.. in order
+        for (int64_t j = i; j < n; ++j)
+          for (int64_t r = 0; r < out; ++r) h[i * n + j] += double(l.weight(r, i)) * double(l.weight(r, j));
+      double tr = 0;
+      for (int64_t i = 0; i < n; ++i) tr += h[i * n + i];
+      const double lambda = double(l.ef_damp) * tr / double(n);
+      for (int64_t i = 0; i < n; ++i) h[i * n + i] += lambda;
+      for (int64_t j = n - 1; j >= 0; --j) {   // 3. R from the last column, updates in decreasing j
+        const double d = h[j * n + j];
+        R[j * n + j] = std::sqrt(d > lambda ? d : lambda);
+        for (int64_t i = 0; i < j; ++i) R[i * n + j] = h[i * n + j] / R[j * n + j];
+        for (int64_t i = 0; i < j; ++i)
+          for (int64_t c = i; c < j; ++c) h[i * n + c] = h[i * n + c] - R[i * n + j] * R[c * n + j];
+      }
+      std::vector<float> want(size_t(n * n), 0.0f);
+      for (int64_t i = n - 1; i >= 0; --i) {   // 4. U = R^-1, sums in decreasing k
+        U[i * n + i] = 1.0 / R[i * n + i];
+        for (int64_t j = i + 1; j < n; ++j) {
+          double acc = 0.0;
+          for (int64_t k = j; k > i; --k) acc = acc + R[i * n + k] * U[k * n + j];
+          U[i * n + j] = -acc / R[i * n + i];
+          want[size_t(i * n + j)] = float(-acc);
+        }
+      }
+      const std::vector<float> got = ef_gains(l);
+      ASSERT_EQ(got.size(), want.size());
+      EXPECT_EQ(0, std::memcmp(got.data(), want.data(), got.size() * sizeof(float))) << "in " << in << " out " << out;
+    }
+  }
+}
+
 // ef_gains against GPTQ's factor computed another way (H^-1 by Gauss-Jordan, then its
 // Cholesky factor), and error-feedback rounding against round to nearest: the Linear's output
 // error |W^ (x - x^)|^2 must fall.
 TEST(ErrorFeedback, GainsMatchGptqFactorAndLowerTheOutputError) {
   std::mt19937 rng(21);
-  for (int64_t in : {16, 40}) {
+  for (int64_t in : {16, 40, 70}) {
     QLinear l = rand_linear(rng, 24, in, 4, 4);   // out < in: W^T W is singular before damping
     l.ef_damp = 0.01f;
     const std::vector<float> g = ef_gains(l);
