@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "calib/progress.h"
+#include "calib/sysinfo.h"
 #include "kernels/error.h"
 #include "quant/quantizers.h"
 #include "quant/sim.h"
@@ -756,6 +757,10 @@ QuantModel quantize_model(const Vit& fp, const ImageSet& train, const Recipe& r,
   q.metadata["calib.samples"] = std::to_string(o.calib_samples);
   q.metadata["calib.ids"] = idlist;
   q.metadata["tool"] = "reparq 0.1.0";
+  // The float kernels behind calibration decide the last bits of every statistic, hence the
+  // file: the same seed gives the same bytes with the same BLAS kernel, but OpenBLAS's
+  // core types (OPENBLAS_CORETYPE) round differently (docs/RESULTS.md, "Session 13").
+  q.metadata["quantize.blas"] = blas_summary();
   return q;
 }
 
