@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <random>
 #include <vector>
@@ -62,6 +63,19 @@ torch::Tensor capture_all(const Vit& m, const ImageSet& d, int64_t n, int block,
 
 }  // namespace
 
+// Float rounding of the activations themselves: OpenBLAS may pick another micro-kernel for the
+// last rows of a GEMM, so with a forced core type (OPENBLAS_CORETYPE=Haswell on an AVX-512 CPU,
+// docs/RESULTS.md "Session 13") an image's activations can differ in their last bits between
+// batch sizes. The statistics must then agree to that rounding; the counts exactly.
+constexpr double kActRel = 1e-5;
+bool near_act(double a, double b, double slack = 0) { return std::fabs(a - b) <= kActRel * (1 + std::fabs(b)) + slack; }
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>& slack,
+                  const char* what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (size_t c = 0; c < a.size(); ++c)
+    EXPECT_TRUE(near_act(a[c], b[c], slack.empty() ? 0.0 : slack[c])) << what << "[" << c << "]: " << a[c] << " vs " << b[c];
+}
+
 TEST(CalibStats, BatchSizeDoesNotChangeAnyFigure) {
   const Vit m = small_vit();
   const ImageSet d = random_images(23);
@@ -77,17 +91,31 @@ TEST(CalibStats, BatchSizeDoesNotChangeAnyFigure) {
     SCOPED_TRACE(x.name);
     EXPECT_EQ(x.name, y.name);
     EXPECT_EQ(x.count, y.count);
-    EXPECT_EQ(x.min, y.min);
-    EXPECT_EQ(x.max, y.max);
-    EXPECT_EQ(x.p_lo, y.p_lo);   // histograms are exact counts on the same ranges
-    EXPECT_EQ(x.p_hi, y.p_hi);
-    EXPECT_NEAR(x.mean, y.mean, 1e-9 * (1 + std::fabs(y.mean)));
-    EXPECT_NEAR(x.std, y.std, 1e-9 * (1 + y.std));
-    EXPECT_EQ(x.channels.min, y.channels.min);
-    EXPECT_EQ(x.channels.max, y.channels.max);
-    EXPECT_EQ(x.channels.p_lo, y.channels.p_lo);
-    EXPECT_EQ(x.channels.p_hi, y.channels.p_hi);
-    EXPECT_EQ(x.log2_hist, y.log2_hist);
+    EXPECT_TRUE(near_act(x.min, y.min)) << x.min << " vs " << y.min;
+    EXPECT_TRUE(near_act(x.max, y.max)) << x.max << " vs " << y.max;
+    // A percentile is exact to within one histogram bin; a value that moves across a bin edge
+    // moves it by at most one bin.
+    const double bin = (double(y.max) - y.min) / o1.bins;
+    EXPECT_TRUE(near_act(x.p_lo, y.p_lo, bin)) << x.p_lo << " vs " << y.p_lo;
+    EXPECT_TRUE(near_act(x.p_hi, y.p_hi, bin)) << x.p_hi << " vs " << y.p_hi;
+    EXPECT_NEAR(x.mean, y.mean, kActRel * (1 + std::fabs(y.mean)));
+    EXPECT_NEAR(x.std, y.std, kActRel * (1 + y.std));
+    expect_close(x.channels.min, y.channels.min, {}, "channel min");
+    expect_close(x.channels.max, y.channels.max, {}, "channel max");
+    std::vector<float> cbin(y.channels.min.size());
+    for (size_t c = 0; c < cbin.size(); ++c) cbin[c] = float((double(y.channels.max[c]) - y.channels.min[c]) / o1.bins);
+    expect_close(x.channels.p_lo, y.channels.p_lo, cbin, "channel p_lo");
+    expect_close(x.channels.p_hi, y.channels.p_hi, cbin, "channel p_hi");
+    // Post-Softmax log2 histogram: the same total; at most a few values per thousand change bin.
+    ASSERT_EQ(x.log2_hist.size(), y.log2_hist.size());
+    int64_t tx = 0, ty = 0, moved = 0;
+    for (size_t k = 0; k < x.log2_hist.size(); ++k) {
+      tx += int64_t(x.log2_hist[k]);
+      ty += int64_t(y.log2_hist[k]);
+      moved += std::llabs(int64_t(x.log2_hist[k]) - int64_t(y.log2_hist[k]));
+    }
+    EXPECT_EQ(tx, ty);
+    EXPECT_LE(moved, 2 + ty / 1000) << "log2 histogram entries moved";
   }
 }
 
@@ -109,17 +137,18 @@ TEST(CalibStats, AgreesWithStatisticsOfAllActivationsInMemory) {
   EXPECT_EQ(s.count, x.numel());
   ASSERT_EQ(static_cast<int64_t>(s.channels.min.size()), C);
   ASSERT_EQ(static_cast<int64_t>(s.channels.p_hi.size()), C);
-  EXPECT_EQ(s.min, x.min().item<float>());
-  EXPECT_EQ(s.max, x.max().item<float>());
-  EXPECT_NEAR(s.mean, x.to(torch::kFloat64).mean().item<double>(), 1e-9);
+  // (the in-memory capture runs all images as one batch: see kActRel)
+  EXPECT_TRUE(near_act(s.min, x.min().item<float>()));
+  EXPECT_TRUE(near_act(s.max, x.max().item<float>()));
+  EXPECT_NEAR(s.mean, x.to(torch::kFloat64).mean().item<double>(), kActRel * 1e-2);
   EXPECT_NEAR(s.std, x.to(torch::kFloat64).std(/*unbiased=*/false).item<double>(), 1e-6);
   const int64_t rows = x2.size(0);
   for (int64_t c = 0; c < C; ++c) {
     const torch::Tensor col = std::get<0>(x2.select(1, c).sort());
     const float* v = col.data_ptr<float>();
-    EXPECT_EQ(s.channels.min[c], v[0]);
-    EXPECT_EQ(s.channels.max[c], v[rows - 1]);
-    EXPECT_NEAR(s.channels.mean[c], col.to(torch::kFloat64).mean().item<double>(), 1e-9);
+    EXPECT_TRUE(near_act(s.channels.min[c], v[0])) << "channel " << c;
+    EXPECT_TRUE(near_act(s.channels.max[c], v[rows - 1])) << "channel " << c;
+    EXPECT_NEAR(s.channels.mean[c], col.to(torch::kFloat64).mean().item<double>(), kActRel * 1e-2);
     // A histogram percentile lies between the order statistics around its rank, within one bin.
     const double w = (double(v[rows - 1]) - v[0]) / o.bins;
     for (auto [q, got] : {std::pair<double, float>{0.99, s.channels.p_hi[c]}, {0.01, s.channels.p_lo[c]}}) {
