@@ -691,7 +691,9 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
   }
   I.pool.reset(new ThreadPool(threads));
   if (!ef_jobs.empty()) {
-    std::stable_sort(ef_jobs.begin(), ef_jobs.end(), [](const EfJob& a, const EfJob& b) { return a.l->in > b.l->in; });
+    // Widest first (the order only balances the threads). Not std::stable_sort: GCC 12's
+    // temporary buffer trips ASan's alloc-dealloc-mismatch check.
+    std::sort(ef_jobs.begin(), ef_jobs.end(), [](const EfJob& a, const EfJob& b) { return a.l->in > b.l->in; });
     std::vector<std::exception_ptr> err(ef_jobs.size());
     I.pool->parallel_for(int(ef_jobs.size()), [&](int t) {
       try {
