@@ -472,6 +472,7 @@ int run_bench(BenchArgs& a) {
 
   // Float models with the same shapes (random init), one per distinct shape.
   nlohmann::json jrows = nlohmann::json::array();
+  nlohmann::json jload = nlohmann::json::array();
   std::string blas;
   std::string kernels;
   std::map<std::string, double> fp32_b1t1;
@@ -481,7 +482,13 @@ int run_bench(BenchArgs& a) {
     Vit fvit(cfg);
     for (int threads : a.threads) {
       torch::set_num_threads(threads);
+      // Construction time: packing the weights and, for error-feedback Linears, their O(in^3)
+      // gains (kernels/ef.cpp), on the executor's threads.
+      const auto tb = std::chrono::steady_clock::now();
       Executor ex(e.m, isa, threads);
+      const double build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - tb).count();
+      jload.push_back({{"model", e.name}, {"threads", threads}, {"executor_build_ms", build_ms}});
+      if (!a.c.json) std::printf("load    %-30s threads %d: executor built in %.1f ms\n", e.name.c_str(), threads, build_ms);
       if (kernels.find(ex.kernel_summary()) == std::string::npos) {
         kernels += (kernels.empty() ? "" : " | ") + ex.kernel_summary();
         if (!a.c.json) std::printf("kernels %-30s %s\n", e.name.c_str(), ex.kernel_summary().c_str());
@@ -619,7 +626,7 @@ int run_bench(BenchArgs& a) {
   if (a.c.json) {
     nlohmann::json j = {{"isa", isa_name(isa)}, {"kernels", kernels}, {"blas", blas}, {"cpu", cpu_model_name()},
                         {"omp_wait_policy", std::getenv("OMP_WAIT_POLICY") ? std::getenv("OMP_WAIT_POLICY") : "default"},
-                        {"memory", jmem}, {"file_sizes", jsize}, {"results", jrows}, {"pytorch_dynamic_int8", jpy}};
+                        {"memory", jmem}, {"file_sizes", jsize}, {"executor_build", jload}, {"results", jrows}, {"pytorch_dynamic_int8", jpy}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::printf("isa: %s; kernels: %s\n%s\ncpu: %s\nOMP_WAIT_POLICY: %s\n", isa_name(isa), kernels.c_str(), blas.c_str(),
