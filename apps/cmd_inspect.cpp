@@ -40,7 +40,13 @@ void print_linear(const char* name, const QLinear& l) {
     std::snprintf(buf, sizeof buf, ", error feedback (damping %g)", double(l.ef_damp));
     levels += buf;
   }
-  std::printf("  %-22s W%d (per channel) %5lld x %-5lld  input A%d scale %.4g zero %d%s\n", name, l.wbits,
+  std::string wq = "(per channel)";
+  if (!l.w_shift.empty()) {   // power-of-two column factors (FORMAT.md, format 6)
+    int n = 0, top = 0;
+    for (uint8_t s : l.w_shift) n += s > 0, top = std::max(top, int(s));
+    wq = "(per channel, " + std::to_string(n) + " columns x2^1..2^" + std::to_string(top) + ")";
+  }
+  std::printf("  %-22s W%d %s %5lld x %-5lld  input A%d scale %.4g zero %d%s\n", name, l.wbits, wq.c_str(),
               (long long)l.out, (long long)l.in, l.input.bits, l.input.scale, l.input.zero, levels.c_str());
 }
 

@@ -226,6 +226,11 @@ void Executor::Impl::check_model() {
     if (l.wbits < 2 || l.wbits > 8) fail(name + " has " + std::to_string(l.wbits) + "-bit weights");
     if (!act_ok(l.input)) fail(name + ".input quantizer is invalid");
     if (!(l.ef_damp >= 0) || l.ef_damp > 1e6f) fail(name + ".input.ef_damp must be 0 (off) or in (0, 1e6]");
+    if (!l.w_shift.empty()) {
+      if (int64_t(l.w_shift.size()) != in) fail(name + ".weight_shift has the wrong size");
+      for (uint8_t s : l.w_shift)
+        if (s > max_col_shift(l.wbits)) fail(name + ".weight_shift is above " + std::to_string(max_col_shift(l.wbits)));
+    }
   };
   lin(q.patch_embed, D, Pp, "patch_embed");
   if (q.patch_embed.input.bits != 8 || q.patch_embed.input.zero != 0 || !q.patch_embed.input.lut.empty())
@@ -266,10 +271,20 @@ static Linear make_linear(const QLinear& q, Isa isa, int64_t row0 = 0, int64_t r
   Linear l;
   l.q = &q;
   l.row0 = row0;
-  const int bits = q.wbits <= 4 ? 4 : 8;
   l.in = in;
-  l.w = pack_weights(q.w.data() + row0 * q.in, int(rows), int(q.in), bits, q.w_zero.data() + row0, isa,
-                     l.input().bits);
+  if (q.w_shift.empty()) {
+    l.w = pack_weights(q.w.data() + row0 * q.in, int(rows), int(q.in), q.wbits <= 4 ? 4 : 8, q.w_zero.data() + row0,
+                       isa, l.input().bits);
+    return l;
+  }
+  // Column shifts: the int8 values (w - w_zero) << w_shift with zero points 0 (max_col_shift
+  // keeps them in [-127, 127]); the GEMM is the same exact integer sum.
+  std::vector<int8_t> w(size_t(rows * q.in));
+  const std::vector<int32_t> zero(size_t(rows), 0);
+  for (int64_t n = 0; n < rows; ++n)
+    for (int64_t k = 0; k < q.in; ++k)
+      w[size_t(n * q.in + k)] = int8_t((int32_t(q.w[size_t((row0 + n) * q.in + k)]) - q.w_zero[size_t(row0 + n)]) * (1 << q.shift(k)));
+  l.w = pack_weights(w.data(), int(rows), int(q.in), 8, zero.data(), isa, l.input().bits);
   return l;
 }
 

@@ -1,4 +1,4 @@
-// qmodel.cpp: reading and writing "reparq-quant-1" .. "reparq-quant-5" files (docs/FORMAT.md).
+// qmodel.cpp: reading and writing "reparq-quant-1" .. "reparq-quant-6" files (docs/FORMAT.md).
 #include "kernels/qmodel.h"
 
 #include <cstring>
@@ -26,6 +26,9 @@ const char* const kFormat4 = "reparq-quant-4";
 // Version 5 = version 4 + optional error-feedback rounding of a block Linear's input
 // (<p>.input.ef_damp, FORMAT.md); written only when some Linear has it.
 const char* const kFormat5 = "reparq-quant-5";
+// Version 6 = version 5 + optional power-of-two weight column factors (<p>.weight_shift,
+// FORMAT.md); written only when some Linear has them.
+const char* const kFormat6 = "reparq-quant-6";
 // Tensor names of ClsQuant::sites(), in its order.
 const char* const kClsSites[] = {"qkv.input", "q", "k", "softmax", "proj.input", "fc1.input", "fc2.input"};
 const char* const kKinds[] = {"uniform", "log2", "logsqrt2", "tanq"};
@@ -68,6 +71,7 @@ struct Writer {
     f32(p + ".bias", l.bias);
     act(p + ".input", l.input);
     if (l.ef_damp > 0) f32(p + ".input.ef_damp", {l.ef_damp});
+    if (!l.w_shift.empty()) w.add(p + ".weight_shift", DType::U8, {l.in}, l.w_shift.data(), l.w_shift.size());
   }
 };
 
@@ -76,6 +80,7 @@ struct Reader {
   const std::string& path;
   bool v3 = false;   // the file's format allows level tables
   bool v5 = false;   // ... and error-feedback rounding
+  bool v6 = false;   // ... and weight column shifts
   [[noreturn]] void fail(const std::string& m) const { throw InputError(path + ": " + m); }
   const TensorView& t(const std::string& n, DType dt, std::vector<int64_t> shape) const {
     const TensorView& v = f.get(n, shape);
@@ -148,9 +153,19 @@ struct Reader {
       if (z < lo || z > hi) fail("'" + p + ".weight_zero' holds " + std::to_string(z) + ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
     l.bias = f32(p + ".bias", {out});
     l.input = act(p + ".input");
-    if (in > gemm_max_k(l.wbits <= 4 ? 4 : 8, l.input.bits))
+    if (f.find(p + ".weight_shift")) {
+      if (!v6) fail("'" + p + ".weight_shift' needs format " + kFormat6);
+      const TensorView& v = t(p + ".weight_shift", DType::U8, {in});
+      l.w_shift.assign(v.data, v.data + v.nbytes);
+      for (uint8_t s : l.w_shift)
+        if (s > max_col_shift(l.wbits))
+          fail("'" + p + ".weight_shift' holds " + std::to_string(s) + ", above " + std::to_string(max_col_shift(l.wbits)) +
+               " for " + std::to_string(l.wbits) + "-bit weights");
+    }
+    const int gbits = l.wbits <= 4 && l.w_shift.empty() ? 4 : 8;   // the executor's GEMM operand
+    if (in > gemm_max_k(gbits, l.input.bits))
       fail("'" + p + "' has K = " + std::to_string(in) + ", above the int32 accumulation bound " +
-           std::to_string(gemm_max_k(l.wbits <= 4 ? 4 : 8, l.input.bits)));
+           std::to_string(gemm_max_k(gbits, l.input.bits)));
     return l;
   }
 };
@@ -197,7 +212,9 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
   W.linear("head", m.head);
   for (const auto& [k, v] : m.metadata) W.w.set_metadata(k, v);
   bool v2 = false, v3 = !m.head.input.lut.empty(), v4 = false, v5 = false;
+  bool v6 = !m.patch_embed.w_shift.empty() || !m.head.w_shift.empty();
   for (const QBlock& b : m.blocks) {
+    for (const QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) v6 = v6 || !l->w_shift.empty();
     for (const QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) v5 = v5 || l->ef_damp > 0;
     v2 = v2 || !b.fc2_in_mul.empty();
     v4 = v4 || b.cls.has_value();
@@ -206,7 +223,7 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
   }
   if (m.patch_embed.ef_damp > 0 || m.head.ef_damp > 0)
     throw Error(kExitInternal, "error-feedback rounding is for the blocks' Linears only");
-  W.w.set_metadata("format", v5 ? kFormat5 : v4 ? kFormat4 : v3 ? kFormat3 : v2 ? kFormat2 : kFormat);
+  W.w.set_metadata("format", v6 ? kFormat6 : v5 ? kFormat5 : v4 ? kFormat4 : v3 ? kFormat3 : v2 ? kFormat2 : kFormat);
   W.w.set_metadata("arch", m.arch);
   W.w.set_metadata("image_size", std::to_string(m.image_size));
   W.w.set_metadata("patch_size", std::to_string(m.patch));
@@ -223,7 +240,7 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
 }
 
 bool is_quant_model_format(const std::string& fmt) {
-  return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5;
+  return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5 || fmt == kFormat6;
 }
 
 bool is_quant_model_file(const std::string& path) {
@@ -239,10 +256,11 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
   if (!is_quant_model_format(fmt))
     R.fail(fmt.empty() ? "not a reparq quantized model (no 'format' metadata; a float model? quantize it first)"
                        : "format '" + fmt + "' is not supported (expected " + kFormat + ", " + kFormat2 + ", " + kFormat3 +
-                             ", " + kFormat4 + " or " + kFormat5 + ")");
-  R.v3 = fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5;
-  const bool v4 = fmt == kFormat4 || fmt == kFormat5;
-  R.v5 = fmt == kFormat5;
+                             ", " + kFormat4 + ", " + kFormat5 + " or " + kFormat6 + ")");
+  R.v3 = fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5 || fmt == kFormat6;
+  const bool v4 = R.v3 && fmt != kFormat3;
+  R.v5 = fmt == kFormat5 || fmt == kFormat6;
+  R.v6 = fmt == kFormat6;
   QuantModel m;
   m.metadata = f.metadata();
   m.arch = f.meta_str("arch", "vit");

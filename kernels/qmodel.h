@@ -45,10 +45,19 @@ struct ActQuant {
   float dequantize(uint8_t q) const { return scale * static_cast<float>(int32_t(q) - zero); }
 };
 
+// Largest column shift for wbits-bit weights: (2^wbits - 1) << shift <= 127.
+inline int max_col_shift(int wbits) {
+  int s = 0;
+  while ((((1 << wbits) - 1) << (s + 1)) <= 127) ++s;
+  return s;
+}
+
 // A Linear (or the patch-embedding conv as a Linear over flattened patches) with
-// per-output-channel weights: real W[n][k] = w_scale[n] * (w[n][k] - w_zero[n]).
+// per-output-channel weights: real W[n][k] = w_scale[n] * (w[n][k] - w_zero[n]) * 2^w_shift[k].
 // w holds values in [-2^(wbits-1), 2^(wbits-1) - 1] (asymmetric codes minus 2^(wbits-1)),
 // one per int8 in memory (the file packs 4-bit weights two per byte, FORMAT.md).
+// w_shift (format 6, optional; empty = all 0): a power-of-two factor per input column, at most
+// max_col_shift(wbits), so that (w - w_zero) << w_shift always fits in int8.
 struct QLinear {
   int64_t out = 0, in = 0;
   int wbits = 8;
@@ -61,7 +70,11 @@ struct QLinear {
   // weights, ef_damp being the relative damping of W^T W (FORMAT.md "Error-feedback rounding",
   // format 5; blocks' Linears only). 0: round to nearest.
   float ef_damp = 0.0f;
-  float weight(int64_t n, int64_t k) const { return w_scale[n] * float(int32_t(w[n * in + k]) - w_zero[n]); }
+  std::vector<uint8_t> w_shift;  // in, or empty
+  int shift(int64_t k) const { return w_shift.empty() ? 0 : w_shift[size_t(k)]; }
+  float weight(int64_t n, int64_t k) const {
+    return w_scale[n] * float((int32_t(w[n * in + k]) - w_zero[n]) * (1 << shift(k)));
+  }
 };
 
 // Post-Softmax quantizer, defined by its decision thresholds and its levels:
@@ -157,7 +170,7 @@ QuantModel load_quant_model(const std::string& path);
 // The same from a file already read (e.g. SafeTensorsFile::from_bytes; messages name f.path()).
 class SafeTensorsFile;
 QuantModel load_quant_model(const SafeTensorsFile& f);
-// True for the "format" metadata values this reader accepts (reparq-quant-1 to -4).
+// True for the "format" metadata values this reader accepts (reparq-quant-1 to -6).
 bool is_quant_model_format(const std::string& format);
 // True when the file's metadata says it is a reparq quantized model.
 bool is_quant_model_file(const std::string& path);

@@ -58,6 +58,8 @@ Recipe Recipe::preset(const std::string& method, int wbits, int abits) {
     // 85.86 -> 86.15 % and W3A3 82.49 -> 83.27 %; on the plain models within the seed spread
     // (docs/RESULTS.md). At 6-8 bits the rounding order does not matter: left off.
     r.gptq_act_order = wbits <= 4;
+    // Power-of-two weight column factors at <= 4-bit weights (session 14: docs/RESULTS.md).
+    r.col_shift = wbits <= 4;
     // Non-uniform levels at the GELU output (session 9, 3 calibration seeds: docs/RESULTS.md).
     r.level_sites = "fc2";
     // Error-feedback rounding at every Linear input (session 12, 3 calibration seeds:
@@ -81,6 +83,7 @@ std::string Recipe::to_json() const {
     << ",\"qk_balance\":" << (qk_balance ? "true" : "false")
     << ",\"v_balance\":" << (v_balance ? "true" : "false")
     << ",\"gelu_balance\":" << (gelu_balance ? "true" : "false")
+    << (col_shift ? ",\"col_shift\":true" : "")
     << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"recon_iters\":" << recon_iters;
   if (recon_drop > 0) o << ",\"recon_drop\":" << recon_drop;
   if (!level_sites.empty()) o << ",\"level_sites\":\"" << level_sites << "\"";
@@ -135,6 +138,8 @@ constexpr int64_t kMinBiasCorrectRows = 256;
 // cosine 0.9988 vs 0.9995 vs FP32, tests/quant/test_pipeline.cpp): with rounding noise that
 // small, the local loss trades too much clipping for it.
 constexpr int kMaxSearchBits = 5;
+// Recipe::col_shift's candidate thresholds t (column max |W| / the median column's).
+const double kColShiftT[] = {16, 8, 4, 2, 1.41, 1, 0.71, 0.5};
 // Block reconstruction: images per Adam step, learning rate, and the widest activation sites
 // it runs for (wider sites have too little rounding error to learn from).
 // (On vit6x128, W4A4/W3A3 seed 0: lr 3e-3 and 16 images per step were no better; QDrop's
@@ -380,9 +385,49 @@ class Pipeline {
     torch::NoGradGuard ng;
     torch::Tensor W = lin.weight;
     const int64_t out = W.size(0), inf = W.size(1);
-    WeightQuant wq = r_.gptq ? quantize_weight_gptq(W, fake_quant(x.reshape({-1, inf}), in), r_.wbits, r_.weights, 0.01, r_.gptq_act_order)
-                             : quantize_weight(W, r_.wbits, r_.weights);
+    const torch::Tensor Xq = fake_quant(x.reshape({-1, inf}), in);
+    auto quant = [&](const torch::Tensor& w, const torch::Tensor& xq) {
+      return r_.gptq ? quantize_weight_gptq(w, xq, r_.wbits, r_.weights, 0.01, r_.gptq_act_order)
+                     : quantize_weight(w, r_.wbits, r_.weights);
+    };
+    WeightQuant wq = quant(W, Xq);
     torch::Tensor Wq = wq.dequant();
+    // Recipe::col_shift: power-of-two column factors 2^k_c (QLinear::w_shift). Candidates: for
+    // t in kColShiftT, the columns whose max |W| exceeds t times the median column's get
+    // k_c = ceil(log2(ratio / t)), less the smallest k, at most max_col_shift. Each candidate is rounded to nearest
+    // (W diag(2^-k)) and scored by its output error |Xq (W - Wq)^T|^2 = tr(E H E^T); the best
+    // is quantized like the plain weights (GPTQ on the inputs Xq diag(2^k)) and kept if its
+    // output error is below theirs.
+    std::vector<uint8_t> shift;
+    const int kmax = max_col_shift(r_.wbits);
+    if (r_.col_shift && kmax > 0) {
+      const torch::Tensor H = torch::matmul(Xq.t(), Xq);
+      auto err = [&](const torch::Tensor& wq2) {
+        const torch::Tensor E = W - wq2;
+        return (torch::matmul(E, H) * E).sum().item<double>();
+      };
+      const torch::Tensor ratio = W.abs().amax(0) / W.abs().amax(0).median().clamp_min(1e-30);
+      torch::Tensor best_k;
+      double best_rtn = INFINITY;
+      for (double t : kColShiftT) {
+        torch::Tensor k = (ratio / t).log2().ceil().clamp_min(0);
+        k = (k - k.min()).clamp_max(kmax);   // a shift common to all columns is only a row scale
+        if (k.max().item<double>() == 0) continue;
+        const torch::Tensor d = k.exp2().unsqueeze(0);
+        const double e = err(quantize_weight(W / d, r_.wbits, r_.weights).dequant() * d);
+        if (e < best_rtn) best_rtn = e, best_k = k;
+      }
+      if (best_k.defined()) {
+        const torch::Tensor d = best_k.exp2().unsqueeze(0);
+        WeightQuant w2 = quant(W / d, Xq * d);
+        const torch::Tensor wq2 = w2.dequant() * d;
+        if (err(wq2) < err(Wq)) {
+          wq = w2, Wq = wq2;
+          const torch::Tensor kc = best_k.to(torch::kUInt8).contiguous();
+          shift.assign(kc.data_ptr<uint8_t>(), kc.data_ptr<uint8_t>() + inf);
+        }
+      }
+    }
     torch::Tensor bias = lin.bias;
     if (tau) bias = bias + torch::matmul(r_.exact_bias ? Wq : W, *tau);
     if (r_.bias_correct && x.numel() / inf >= kMinBiasCorrectRows) {
@@ -404,6 +449,7 @@ class Pipeline {
     torch::Tensor z = wq.zero.round().to(torch::kInt32).contiguous();
     ql.w_zero.assign(z.data_ptr<int32_t>(), z.data_ptr<int32_t>() + out);
     ql.w_scale = to_vec(wq.scale);
+    ql.w_shift = shift;
     ql.bias = to_vec(bias);
     ql.input = in;
   }

@@ -40,6 +40,12 @@ struct Recipe {
   // energy), so outlier input channels are rounded first and their error is compensated by the
   // others. In the reparq preset at <= 4-bit weights. Written to the recipe JSON only when on.
   bool gptq_act_order = false;
+  // Power-of-two weight column factors (ours; FQ-ViT's power-of-two factor moved from the
+  // post-LN activation into the weights): a Linear's input column c may carry 2^k_c
+  // (QLinear::w_shift, format reparq-quant-6), so the folded W diag(rho) columns of outlier
+  // channels no longer set every row's weight scale. Chosen per Linear by the output error
+  // (pipeline.cpp quantize_linear). Written to the recipe JSON only when on.
+  bool col_shift = false;
   // Function-preserving channel balancing before quantization (ours, docs/RESULTS.md):
   //   qk_balance: q channel c *= r_c, k channel c /= r_c (rows of the qkv weight and bias),
   //               r_c = (max|k_c| / max|q_c|)^alpha, alpha searched on the calibration data

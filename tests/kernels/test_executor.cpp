@@ -74,6 +74,7 @@ struct Cfg {
   bool levels = false;     // give every activation site non-uniform levels (<site>.lut), 8-bit grids
   int cls_bits = 0;        // give every block class-token quantizers of these bits (QBlock::cls)
   bool ef = false;         // error-feedback rounding at every block Linear's input (ef_damp 0.01)
+  bool col_shift = false;  // random weight column shifts (QLinear::w_shift) at every Linear
 };
 
 QLinear rand_linear(std::mt19937& rng, int64_t out, int64_t in, int wbits, int abits) {
@@ -129,7 +130,7 @@ struct Ref {
       for (int64_t n = 0; n < l.out; ++n) {
         double s = 0;
         for (int64_t k = 0; k < l.in; ++k)
-          s += x[r * l.in + k] * double(l.w_scale[n]) * double(int(l.w[n * l.in + k]) - l.w_zero[n]);
+          s += x[r * l.in + k] * double(l.w_scale[n]) * double(int(l.w[n * l.in + k]) - l.w_zero[n]) * double(1 << l.shift(k));
         y[r * l.out + n] = s + l.bias[n];
       }
     return y;
@@ -319,6 +320,16 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
   }
   m.head = rand_linear(rng, c.classes, D, c.wbits, c.abits);
   m.metadata["recipe"] = "{\"method\":\"test\"}";
+  if (c.col_shift) {   // about one column in four shifted, by 1..max_col_shift; scales shrunk to match
+    std::vector<QLinear*> ls = {&m.patch_embed, &m.head};
+    for (QBlock& b : m.blocks)
+      for (QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) ls.push_back(l);
+    for (QLinear* l : ls) {
+      std::uniform_int_distribution<int> sd(-3 * max_col_shift(l->wbits), max_col_shift(l->wbits));
+      for (int64_t k = 0; k < l->in; ++k) l->w_shift.push_back(uint8_t(std::max(0, sd(rng))));
+      for (float& sc : l->w_scale) sc /= 2.0f;
+    }
+  }
 
   // Calibrate every activation quantizer on a few images with the float reference.
   Ranges ranges;
@@ -580,6 +591,52 @@ TEST(Executor, MatchesReferenceErrorFeedback) {
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
   bad = make_model(c, 17);
   bad.head.ef_damp = 0.01f;
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+}
+
+// Power-of-two weight column factors (FORMAT.md, <p>.weight_shift): the executor multiplies
+// (w - w_zero) by 2^shift into int8 at load; with W4 (packed int4 otherwise), W3 with error
+// feedback, and W8 (max_col_shift 0: only zero shifts are valid).
+TEST(Executor, MatchesReferenceColumnShifts) {
+  EXPECT_EQ(max_col_shift(8), 0);
+  EXPECT_EQ(max_col_shift(6), 1);
+  EXPECT_EQ(max_col_shift(4), 3);
+  EXPECT_EQ(max_col_shift(3), 4);
+  EXPECT_EQ(max_col_shift(2), 5);
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.col_shift = true;
+  check_against_reference(c, 40);
+  Cfg e = c;
+  e.wbits = 3;
+  e.ef = true;
+  e.depth = 3;
+  e.kinds = {"logsqrt2", "uniform", "log2"};
+  e.attn_bits = {4, 3, 4};
+  check_against_reference(e, 41);
+  // Sabotage: the shifts are used (dropping those of any one Linear changes the logits).
+  const QuantModel m = make_model(e, 42);
+  std::mt19937 rng(43);
+  std::vector<uint8_t> imgs = rand_images(rng, 4, e.image);
+  std::vector<float> a(4 * e.classes), b(4 * e.classes);
+  Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, a.data());
+  for (size_t blk = 0; blk < m.blocks.size(); ++blk)
+    for (int site = 0; site < 4; ++site) {
+      QuantModel p = m;
+      QBlock& q = p.blocks[blk];
+      QLinear* ls[] = {&q.qkv, &q.proj, &q.fc1, &q.fc2};
+      ls[site]->w_shift.clear();
+      Executor(p, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
+      EXPECT_NE(a, b) << "block " << blk << " site " << site;
+    }
+  expect_same_logits_everywhere(m, e, imgs, a);
+  // A shift above max_col_shift, or of the wrong length: refused.
+  QuantModel bad = m;
+  bad.blocks[1].fc2.w_shift[3] = uint8_t(max_col_shift(3) + 1);
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+  bad = m;
+  bad.head.w_shift.pop_back();
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
 }
 
@@ -1433,6 +1490,38 @@ TEST(QuantModelFile, ClassTokenQuantizersRoundTripAndRejections) {
     return true;
   });
   expect_rejected(bad, "blocks.0.cls.q");
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
+
+TEST(QuantModelFile, ColumnShiftsRoundTripAndRejections) {
+  Cfg c;
+  c.wbits = 3;
+  c.abits = 4;
+  c.col_shift = true;
+  const QuantModel m = make_model(c, 44);
+  const std::string good = tmp_path("shift"), bad = tmp_path("shift_bad");
+  const QuantModel l = save_and_load(m, good, "reparq-quant-6", "a file with weight column shifts is version 6");
+  EXPECT_EQ(l.head.w_shift, m.head.w_shift);
+  EXPECT_EQ(l.patch_embed.w_shift, m.patch_embed.w_shift);
+  for (size_t i = 0; i < m.blocks.size(); ++i) {
+    EXPECT_EQ(l.blocks[i].qkv.w_shift, m.blocks[i].qkv.w_shift);
+    EXPECT_EQ(l.blocks[i].fc2.w_shift, m.blocks[i].fc2.w_shift);
+  }
+  std::mt19937 rng(45);
+  std::vector<uint8_t> imgs = rand_images(rng, 2, c.image);
+  std::vector<float> a(2 * c.classes), b(2 * c.classes);
+  Executor(m, Isa::Scalar, 1).run(imgs.data(), 2, a.data());
+  Executor(l, Isa::Scalar, 1).run(imgs.data(), 2, b.data());
+  EXPECT_EQ(a, b);
+  // In a version-5 file, a shift above max_col_shift(3) = 4: refused.
+  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-5"; });
+  expect_rejected(bad, "needs format reparq-quant-6");
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.1.mlp.fc1.weight_shift") set_elem(t, 2, uint8_t(5));
+    return true;
+  });
+  expect_rejected(bad, "blocks.1.mlp.fc1.weight_shift");
   std::remove(good.c_str());
   std::remove(bad.c_str());
 }

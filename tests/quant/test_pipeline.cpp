@@ -527,3 +527,39 @@ TEST_F(Pipeline, ErrorFeedbackReachesTheFileAndTheExecutor) {
               e_plain, e_ef, agree);
   EXPECT_LT(e_ef, e_plain);
 }
+
+// Recipe::col_shift (the reparq preset at <= 4-bit weights): the test model's LayerNorms have
+// two 10x channels (3 and 17) that the consumers' weights were not scaled for, so the folded
+// qkv and fc1 weights carry two ~10x columns, as in the hard-stress model. Those columns get
+// power-of-two factors; the file (format 6) loads back to the same logits and the executor
+// agrees with the sim; the logits are closer to FP32 than without the factors.
+TEST_F(Pipeline, ColumnShiftsTakeTheLargeFoldedColumns) {
+  torch::NoGradGuard ng;
+  QuantizeOptions o;
+  o.calib_samples = 32;
+  Recipe r = Recipe::preset("reparq", 3, 4);
+  EXPECT_TRUE(r.col_shift);
+  EXPECT_FALSE(Recipe::preset("reparq", 8, 8).col_shift);
+  EXPECT_FALSE(Recipe::preset("repq-vit", 4, 4).col_shift);
+  EXPECT_NE(r.to_json().find("\"col_shift\":true"), std::string::npos);
+  const QuantModel q = quantize_model(*model_, *train_, r, o);
+  r.col_shift = false;
+  EXPECT_EQ(r.to_json().find("col_shift"), std::string::npos);
+  const QuantModel plain = quantize_model(*model_, *train_, r, o);
+  for (const QBlock& b : plain.blocks)
+    for (const QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) EXPECT_TRUE(l->w_shift.empty());
+  for (size_t i = 0; i < q.blocks.size(); ++i)
+    for (const QLinear* l : {&q.blocks[i].qkv, &q.blocks[i].fc1}) {
+      ASSERT_EQ(l->w_shift.size(), size_t(q.dim)) << "block " << i;
+      const int top = *std::max_element(l->w_shift.begin(), l->w_shift.end());
+      EXPECT_GE(top, 2) << "block " << i;
+      for (int c : {3, 17}) EXPECT_EQ(l->w_shift[size_t(c)], top) << "block " << i << " channel " << c;
+    }
+  const auto [l, sim, agree] = file_and_engines(q, "shift.safetensors");
+  EXPECT_EQ(l.metadata.at("format"), "reparq-quant-6");
+  const torch::Tensor fp = SimModel(*model_).forward(px200_);
+  const double e_shift = rel_err(sim, fp), e_plain = rel_err(SimModel(plain).forward(px200_), fp);
+  std::printf("  W3A4 relative logit error vs FP32: %.4f without, %.4f with column shifts; executor/sim top-1 agreement %.3f\n",
+              e_plain, e_shift, agree);
+  EXPECT_LT(e_shift, e_plain);
+}
