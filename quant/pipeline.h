@@ -44,7 +44,10 @@ struct Recipe {
   // post-LN activation into the weights): a Linear's input column c may carry 2^k_c
   // (QLinear::w_shift, format reparq-quant-6), so the folded W diag(rho) columns of outlier
   // channels no longer set every row's weight scale. Chosen per Linear by the output error
-  // (pipeline.cpp quantize_linear). Written to the recipe JSON only when on.
+  // (pipeline.cpp quantize_linear). Written to the recipe JSON only when on. reparq preset: on
+  // at <= 4-bit weights. Kept only where they halve a Linear's output error: on the hard-stress
+  // model's qkv and fc1 (3 seeds, W3A3 -2.60 -> -1.44 pt, W4A4 -0.38 -> -0.26), on no Linear of
+  // the other bundled models (docs/RESULTS.md, "Session 14").
   bool col_shift = false;
   // Function-preserving channel balancing before quantization (ours, docs/RESULTS.md):
   //   qk_balance: q channel c *= r_c, k channel c /= r_c (rows of the qkv weight and bias),
