@@ -11,6 +11,7 @@
 // Everything is double, summed in a fixed order, and this file is compiled with
 // -ffp-contract=off: the gains are the same bits on every ISA, in the executor and in the
 // simulated engine (which calls this function).
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -124,25 +125,51 @@ REPARQ_EF_CLONES void gains_from_factor(const double* rr, int64_t n, double* u, 
 
 }  // namespace
 
-std::vector<float> ef_gains(const QLinear& l) {
-  const int64_t n = l.in, m = l.out;
-  std::vector<float> g(size_t(n * n), 0.0f);
-  if (!(l.ef_damp > 0) || n <= 0) return g;
-  std::vector<double> w(size_t(m * n));
-  for (int64_t r = 0; r < m; ++r)
-    for (int64_t k = 0; k < n; ++k) w[size_t(r * n + k)] = double(l.weight(r, k));
+namespace {
+
+// Gains (n x n into g, zero-initialized) of the m x n weights w (row-major, double).
+void block_gains(const std::vector<double>& w, int64_t m, int64_t n, float damp, float* g) {
   std::vector<double> h(size_t(n * n), 0.0);
   gram_upper(w.data(), m, n, h.data());
   double trace = 0.0;
   for (int64_t i = 0; i < n; ++i) trace += h[size_t(i * n + i)];
-  const double lambda = double(l.ef_damp) * trace / double(n);
-  if (!(lambda > 0) || !std::isfinite(lambda)) return g;   // all-zero weights: nothing to feed back
+  const double lambda = double(damp) * trace / double(n);
+  if (!(lambda > 0) || !std::isfinite(lambda)) return;   // all-zero weights: nothing to feed back
   for (int64_t i = 0; i < n; ++i) h[size_t(i * n + i)] += lambda;
   std::vector<double> rr(size_t(n * n), 0.0), panel(size_t(kEfPanel * n), 0.0);
   factor_upper(h.data(), n, lambda, rr.data(), panel.data());
   std::vector<double> u(size_t(n * n), 0.0);
-  gains_from_factor(rr.data(), n, u.data(), panel.data(), g.data());
+  gains_from_factor(rr.data(), n, u.data(), panel.data(), g);
+}
+
+}  // namespace
+
+std::vector<float> ef_gains(const QLinear& l) {
+  const int64_t n = l.in, m = l.out, K = ef_block_size(l);
+  if (!(l.ef_damp > 0) || n <= 0) return std::vector<float>(size_t(n * n), 0.0f);
+  const int64_t last = n - (n - 1) / K * K;   // columns of the last block
+  std::vector<float> g(size_t((n - last) * K + last * last), 0.0f);
+  for (int64_t s = 0; s < n; s += K) {
+    const int64_t b = std::min(K, n - s);
+    std::vector<double> w(size_t(m * b));
+    for (int64_t r = 0; r < m; ++r)
+      for (int64_t k = 0; k < b; ++k) w[size_t(r * b + k)] = double(l.weight(r, s + k));
+    block_gains(w, m, b, l.ef_damp, g.data() + s * K);
+  }
   return g;
+}
+
+std::vector<float> ef_gains_dense(const QLinear& l) {
+  const int64_t n = l.in, K = ef_block_size(l);
+  const std::vector<float> g = ef_gains(l);
+  if (K == n) return g;
+  std::vector<float> d(size_t(n * n), 0.0f);
+  for (int64_t s = 0; s < n; s += K) {
+    const int64_t b = std::min(K, n - s);
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t j = 0; j < b; ++j) d[size_t((s + i) * n + s + j)] = g[size_t(s * K + i * b + j)];
+  }
+  return d;
 }
 
 }  // namespace reparq

@@ -226,6 +226,7 @@ void Executor::Impl::check_model() {
     if (l.wbits < 2 || l.wbits > 8) fail(name + " has " + std::to_string(l.wbits) + "-bit weights");
     if (!act_ok(l.input)) fail(name + ".input quantizer is invalid");
     if (!(l.ef_damp >= 0) || l.ef_damp > 1e6f) fail(name + ".input.ef_damp must be 0 (off) or in (0, 1e6]");
+    if (l.ef_block < 0 || (l.ef_block > 0 && !(l.ef_damp > 0))) fail(name + ".input.ef_block must be 0, or >= 1 with error feedback");
     if (!l.w_shift.empty()) {
       if (int64_t(l.w_shift.size()) != in) fail(name + ".weight_shift has the wrong size");
       for (uint8_t s : l.w_shift)
@@ -473,20 +474,26 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     // Rows r < n_rows of `in` (n floats at in + r*ldi, written by prepare(r) just before, then
     // overwritten) -> codes at out + r*ldo with error feedback through `g` (ef_gains), kEfRows
     // rows a task.
-    auto ef_rows = [&](float* in, int64_t ldi, int64_t n_rows, int64_t n, const std::vector<float>& g,
-                       const ActQuant& q, uint8_t* out, int64_t ldo, const auto& prepare) {
+    // With QLinear::ef_block, each block of K columns is rounded on its own through its K x K
+    // gains (at g + s*K for the block starting at column s).
+    auto ef_rows = [&](float* in, int64_t ldi, int64_t n_rows, const std::vector<float>& g, const QLinear& l,
+                       uint8_t* out, int64_t ldo, const auto& prepare) {
+      const ActQuant& q = l.input;
       const QuantParams qp = quant_params(q);
       const uint8_t* lut = q.lut.empty() ? nullptr : q.lut.data();
+      const int64_t n = l.in, K = ef_block_size(l);
       rows_parallel((n_rows + kEfRows - 1) / kEfRows, 1, [&](int64_t c) {
         const int64_t r0 = kEfRows * c, nr = std::min<int64_t>(kEfRows, n_rows - r0);
         for (int64_t r = r0; r < r0 + nr; ++r) prepare(r);
-        ops->ef_quant_rows(in + r0 * ldi, ldi, int(nr), int(n), g.data(), qp, lut, out + r0 * ldo, ldo);
+        for (int64_t s = 0; s < n; s += K)
+          ops->ef_quant_rows(in + r0 * ldi + s, ldi, int(nr), int(std::min(K, n - s)), g.data() + s * K, qp, lut,
+                             out + r0 * ldo + s, ldo);
       });
     };
     auto as_is = [](int64_t) {};
     // LN1 -> codes (the previous block's fc2 residual was added already).
     if (!blk.ef_qkv.empty()) {   // y is free here: LN1 rows in float, then error feedback
-      ef_rows(y.data(), D, rows, D, blk.ef_qkv, qb.qkv.input, a.data(), D, [&](int64_t r) {
+      ef_rows(y.data(), D, rows, blk.ef_qkv, qb.qkv, a.data(), D, [&](int64_t r) {
         ops->layernorm_row(x.data() + r * D, int(D), qb.ln1_w.data(), qb.ln1_b.data(), eps, y.data() + r * D);
       });
     } else {
@@ -544,10 +551,10 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       if (!(last && cls)) {
         if (cls) {   // rows 1.. of each image
           for (int64_t b = 0; b < batch; ++b)
-            ef_rows(y.data() + (b * T + 1) * D, D, T - 1, D, blk.ef_proj, qb.proj.input, a.data() + (b * T + 1) * D, D,
+            ef_rows(y.data() + (b * T + 1) * D, D, T - 1, blk.ef_proj, qb.proj, a.data() + (b * T + 1) * D, D,
                     as_is);
         } else {
-          ef_rows(y.data(), row_step * D, n_rows, D, blk.ef_proj, qb.proj.input, a.data(), row_step * D, as_is);
+          ef_rows(y.data(), row_step * D, n_rows, blk.ef_proj, qb.proj, a.data(), row_step * D, as_is);
         }
       }
     } else if (!blk.lv_proj.empty() && !(last && cls))   // (the last block's class rows are in cls_in)
@@ -558,7 +565,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
     if (cls) gemm_float(blk.cproj, cls_in.data(), D, batch, y.data(), last ? D : T * D);
     lap(kProjGemm);
     if (!blk.ef_fc1.empty()) {   // residual add, LN2 rows in float into y (row r's proj output, used), feedback
-      ef_rows(y.data(), D, n_rows, D, blk.ef_fc1, qb.fc1.input, a.data(), D, [&](int64_t r) {
+      ef_rows(y.data(), D, n_rows, blk.ef_fc1, qb.fc1, a.data(), D, [&](int64_t r) {
         float* xr = x.data() + r * row_step * D;
         float* yr = y.data() + r * D;
         for (int64_t j = 0; j < D; ++j) xr[j] = xr[j] + yr[j];
@@ -598,7 +605,7 @@ void Executor::Impl::run(const uint8_t* pixels, int64_t batch, float* logits) {
       }
       const int64_t gelu_rows = last && cls ? 0 : n_rows;
       if (!blk.ef_fc2.empty()) {   // GELU (times the multiplier) in place, then feedback
-        ef_rows(y.data(), H, gelu_rows, H, blk.ef_fc2, qb.fc2.input, hcodes.data(), H, [&](int64_t r) {
+        ef_rows(y.data(), H, gelu_rows, blk.ef_fc2, qb.fc2, hcodes.data(), H, [&](int64_t r) {
           float* yr = y.data() + r * H;
           ops->gelu_row(yr, int(H), yr);
           if (mul)

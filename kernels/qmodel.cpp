@@ -26,8 +26,8 @@ const char* const kFormat4 = "reparq-quant-4";
 // Version 5 = version 4 + optional error-feedback rounding of a block Linear's input
 // (<p>.input.ef_damp, FORMAT.md); written only when some Linear has it.
 const char* const kFormat5 = "reparq-quant-5";
-// Version 6 = version 5 + optional power-of-two weight column factors (<p>.weight_shift,
-// FORMAT.md); written only when some Linear has them.
+// Version 6 = version 5 + optional power-of-two weight column factors (<p>.weight_shift) and
+// error-feedback blocks (<p>.input.ef_block), FORMAT.md; written only when some Linear has them.
 const char* const kFormat6 = "reparq-quant-6";
 // Tensor names of ClsQuant::sites(), in its order.
 const char* const kClsSites[] = {"qkv.input", "q", "k", "softmax", "proj.input", "fc1.input", "fc2.input"};
@@ -71,6 +71,7 @@ struct Writer {
     f32(p + ".bias", l.bias);
     act(p + ".input", l.input);
     if (l.ef_damp > 0) f32(p + ".input.ef_damp", {l.ef_damp});
+    if (l.ef_block > 0) i32(p + ".input.ef_block", {l.ef_block});
     if (!l.w_shift.empty()) w.add(p + ".weight_shift", DType::U8, {l.in}, l.w_shift.data(), l.w_shift.size());
   }
 };
@@ -148,6 +149,13 @@ struct Reader {
       l.ef_damp = f32(p + ".input.ef_damp", {1})[0];
       if (!(l.ef_damp > 0) || l.ef_damp > 1e6f) fail("'" + p + ".input.ef_damp' must be in (0, 1e6], found " + num(l.ef_damp));
     }
+    if (f.find(p + ".input.ef_block")) {
+      if (!v6) fail("'" + p + ".input.ef_block' needs format " + kFormat6);
+      if (!(l.ef_damp > 0)) fail("'" + p + ".input.ef_block' needs '" + p + ".input.ef_damp'");
+      l.ef_block = i32(p + ".input.ef_block", {1})[0];
+      if (l.ef_block < 1 || l.ef_block > in)
+        fail("'" + p + ".input.ef_block' must be in [1, " + std::to_string(in) + "], found " + std::to_string(l.ef_block));
+    }
     l.w_zero = i32(p + ".weight_zero", {out});
     for (int32_t z : l.w_zero)
       if (z < lo || z > hi) fail("'" + p + ".weight_zero' holds " + std::to_string(z) + ", outside [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
@@ -214,7 +222,7 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
   bool v2 = false, v3 = !m.head.input.lut.empty(), v4 = false, v5 = false;
   bool v6 = !m.patch_embed.w_shift.empty() || !m.head.w_shift.empty();
   for (const QBlock& b : m.blocks) {
-    for (const QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) v6 = v6 || !l->w_shift.empty();
+    for (const QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) v6 = v6 || !l->w_shift.empty() || l->ef_block > 0;
     for (const QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) v5 = v5 || l->ef_damp > 0;
     v2 = v2 || !b.fc2_in_mul.empty();
     v4 = v4 || b.cls.has_value();

@@ -70,6 +70,9 @@ struct QLinear {
   // weights, ef_damp being the relative damping of W^T W (FORMAT.md "Error-feedback rounding",
   // format 5; blocks' Linears only). 0: round to nearest.
   float ef_damp = 0.0f;
+  // With ef_damp: > 0 = the row is rounded in independent blocks of this many columns (the last
+  // may be shorter), each through the gains of its own columns (format 6); 0 = one block.
+  int32_t ef_block = 0;
   std::vector<uint8_t> w_shift;  // in, or empty
   int shift(int64_t k) const { return w_shift.empty() ? 0 : w_shift[size_t(k)]; }
   float weight(int64_t n, int64_t k) const {
@@ -157,10 +160,16 @@ struct QuantModel {
 };
 
 // Writes the model as safetensors (FORMAT.md), atomically.
-// The error-feedback gains of a Linear with ef_damp > 0 (FORMAT.md "Error-feedback rounding"):
-// in x in, row-major, G[i][j] for j > i and 0 elsewhere. Deterministic (double arithmetic in a
-// fixed order, no FMA contraction): the executor and the simulated engine use the same gains.
+// Columns per error-feedback block of l: ef_block when in [1, in), else in (one block).
+inline int64_t ef_block_size(const QLinear& l) { return l.ef_block > 0 && l.ef_block < l.in ? l.ef_block : l.in; }
+// The error-feedback gains of a Linear with ef_damp > 0 (FORMAT.md "Error-feedback rounding"),
+// block by block: the block of columns [s, s + m) (s = b*K, K = ef_block_size, m = min(K, in - s))
+// is an m x m row-major matrix at offset s*K, G[i][j] for j > i and 0 elsewhere, computed from
+// those columns of W alone. One block: in x in. Deterministic (double arithmetic in a fixed
+// order, no FMA contraction): the executor and the simulated engine use the same gains.
 std::vector<float> ef_gains(const QLinear& l);
+// The gains as one [in, in] matrix, zero outside the blocks (the simulation's form).
+std::vector<float> ef_gains_dense(const QLinear& l);
 
 void save_quant_model(const QuantModel& m, const std::string& path);
 // Reads and validates a quantized model: every tensor present with the right dtype and shape,

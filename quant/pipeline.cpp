@@ -84,6 +84,7 @@ std::string Recipe::to_json() const {
     << ",\"v_balance\":" << (v_balance ? "true" : "false")
     << ",\"gelu_balance\":" << (gelu_balance ? "true" : "false")
     << (col_shift ? ",\"col_shift\":true" : "")
+    << (ef_block > 0 ? ",\"ef_block\":" + std::to_string(ef_block) : std::string())
     << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"recon_iters\":" << recon_iters;
   if (recon_drop > 0) o << ",\"recon_drop\":" << recon_drop;
   if (!level_sites.empty()) o << ",\"level_sites\":\"" << level_sites << "\"";
@@ -595,6 +596,7 @@ class Pipeline {
     auto one = [&](const char* site, QLinear& ql) {
       if (!ef_sites_.count(site) || bits(site) > kMaxSearchBits) return;
       ql.ef_damp = float(r_.ef_damp);
+      ql.ef_block = r_.ef_block > 0 && r_.ef_block < ql.in ? r_.ef_block : 0;
     };
     one("qkv", q.qkv);
     one("proj", q.proj);

@@ -118,6 +118,11 @@ struct Recipe {
   // and better at W3A3 (KL vs FP32 0.0244 vs 0.0255).
   std::string ef_sites;
   double ef_damp = 0.1;
+  // Error-feedback blocks (QLinear::ef_block, format reparq-quant-6): > 0 = each input row is
+  // rounded in independent blocks of this many columns, so the executor's feedback work per
+  // row is in * K / 2 instead of in^2 / 2 and its gains O(in K^2) instead of O(in^3) at load.
+  // 0 = one block (every preset). Written to the recipe JSON only when nonzero.
+  int ef_block = 0;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
   static Recipe preset(const std::string& method, int wbits, int abits);

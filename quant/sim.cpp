@@ -26,7 +26,7 @@ SimLinear from_q(const QLinear& l) {
   s.weight = w;
   s.bias = vec(l.bias);
   s.input = l.input;
-  if (l.ef_damp > 0) s.ef = vec(ef_gains(l), {l.in, l.in});
+  if (l.ef_damp > 0) s.ef = vec(ef_gains_dense(l), {l.in, l.in});
   return s;
 }
 

@@ -3,10 +3,12 @@
 // coder, as `reparq bench`'s random model; and a 4-bit log2 coder, as in W4A4 models), GELU + quantize over 1536 values, LayerNorm +
 // quantize over 384 values one row at a time and two rows at a time (layernorm_quant2), and
 // the level-table pass over 1536 codes (map_bytes), and the error-feedback gains a Linear
-// needs at load (ef_gains, O(in^3); DeiT-S's qkv/fc1 in = 384 and fc2 in = 1536, vit6x128's 128).
+// needs at load (ef_gains, O(in^3); DeiT-S's qkv/fc1 in = 384 and fc2 in = 1536, vit6x128's 128),
+// whole or in error-feedback blocks, and the error-feedback rounding of one image's rows (ef_rows).
 // items_per_second gives elements per second. Usage: build/tests/bench_rowops [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <string>
@@ -113,7 +115,8 @@ void bm_map_bytes(benchmark::State& st, Isa isa) {
 }
 
 // ef_gains (kernels/ef.cpp): computed once per Linear when the executor is built; one call.
-void bm_ef_gains(benchmark::State& st, int in, int out) {
+// block: QLinear::ef_block (0 = one block).
+reparq::QLinear ef_linear(int in, int out, int block) {
   reparq::QLinear l;
   l.in = in;
   l.out = out;
@@ -124,10 +127,41 @@ void bm_ef_gains(benchmark::State& st, int in, int out) {
   l.w_zero.assign(size_t(out), 0);
   l.w_scale.assign(size_t(out), 0.01f);
   l.ef_damp = 0.1f;
+  l.ef_block = block;
+  return l;
+}
+
+void bm_ef_gains(benchmark::State& st, int in, int out, int block) {
+  const reparq::QLinear l = ef_linear(in, out, block);
   for (auto _ : st) {
     std::vector<float> g = reparq::ef_gains(l);
     benchmark::DoNotOptimize(g.data());
   }
+}
+
+// Error-feedback rounding of one image's 197 input rows of a Linear (in columns, 4-bit codes),
+// 8 rows per call as the executor does, block by block as it does with ef_block.
+void bm_ef_rows(benchmark::State& st, Isa isa, int in, int block) {
+  const reparq::VitRowOps& ops = reparq::vit_row_ops(isa);
+  const reparq::QLinear l = ef_linear(in, 64, block);
+  const std::vector<float> g = reparq::ef_gains(l);
+  const int64_t K = reparq::ef_block_size(l);
+  const std::vector<float> src = random_rows(in, 1.0f, 6);
+  std::vector<float> t(src.size());
+  std::vector<uint8_t> codes(src.size());
+  reparq::QuantParams q{};
+  q.inv_scale = 4.0f;
+  q.zero = 8;
+  q.qmax = 15;
+  for (auto _ : st) {
+    t = src;
+    for (int r0 = 0; r0 < kRows; r0 += 8)
+      for (int64_t s = 0; s < in; s += K)
+        ops.ef_quant_rows(t.data() + int64_t(r0) * in + s, in, std::min(8, kRows - r0), int(std::min<int64_t>(K, in - s)),
+                          g.data() + s * K, q, nullptr, codes.data() + int64_t(r0) * in + s, in);
+    benchmark::DoNotOptimize(codes.data());
+  }
+  st.SetItemsProcessed(st.iterations() * int64_t(kRows) * in);
 }
 
 }  // namespace
@@ -143,10 +177,22 @@ int main(int argc, char** argv) {
     benchmark::RegisterBenchmark(("layernorm_quant2_384/" + i).c_str(), bm_layernorm, isa, true);
     benchmark::RegisterBenchmark(("map_bytes_1536/" + i).c_str(), bm_map_bytes, isa);
   }
-  benchmark::RegisterBenchmark("ef_gains/in128_out384", bm_ef_gains, 128, 384)->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("ef_gains/in512_out128", bm_ef_gains, 512, 128)->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("ef_gains/in384_out1152", bm_ef_gains, 384, 1152)->Unit(benchmark::kMillisecond);
-  benchmark::RegisterBenchmark("ef_gains/in1536_out384", bm_ef_gains, 1536, 384)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("ef_gains/in128_out384", bm_ef_gains, 128, 384, 0)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("ef_gains/in512_out128", bm_ef_gains, 512, 128, 0)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("ef_gains/in384_out1152", bm_ef_gains, 384, 1152, 0)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("ef_gains/in1536_out384", bm_ef_gains, 1536, 384, 0)->Unit(benchmark::kMillisecond);
+  // Error-feedback blocks (QLinear::ef_block): the DeiT-S fc2 in blocks of 384 and 128.
+  benchmark::RegisterBenchmark("ef_gains/in1536_out384_block384", bm_ef_gains, 1536, 384, 384)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("ef_gains/in1536_out384_block128", bm_ef_gains, 1536, 384, 128)->Unit(benchmark::kMillisecond);
+  const Isa best = reparq::best_isa();
+  for (int block : {0, 384, 128}) {
+    const std::string name = "ef_rows_197/in1536_block" + std::to_string(block) + "/" + reparq::isa_name(best);
+    benchmark::RegisterBenchmark(name.c_str(), bm_ef_rows, best, 1536, block)->Unit(benchmark::kMicrosecond);
+  }
+  for (int block : {0, 128}) {
+    const std::string name = "ef_rows_197/in384_block" + std::to_string(block) + "/" + reparq::isa_name(best);
+    benchmark::RegisterBenchmark(name.c_str(), bm_ef_rows, best, 384, block)->Unit(benchmark::kMicrosecond);
+  }
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

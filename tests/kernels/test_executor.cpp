@@ -75,6 +75,7 @@ struct Cfg {
   int cls_bits = 0;        // give every block class-token quantizers of these bits (QBlock::cls)
   bool ef = false;         // error-feedback rounding at every block Linear's input (ef_damp 0.01)
   bool col_shift = false;  // random weight column shifts (QLinear::w_shift) at every Linear
+  int ef_block = 0;        // with ef: error-feedback blocks of this many columns (QLinear::ef_block)
 };
 
 QLinear rand_linear(std::mt19937& rng, int64_t out, int64_t in, int wbits, int abits) {
@@ -157,7 +158,7 @@ struct Ref {
     if (calib != nullptr || !(l.ef_damp > 0)) return qc(x, l.input, c);
     const ActQuant& a = l.input;
     const int64_t n = l.in, rows = int64_t(x.size()) / n;
-    const std::vector<float> g = ef_gains(l);
+    const std::vector<float> g = ef_gains_dense(l);
     std::vector<double> out(x.size());
     for (int64_t r = 0; r < rows; ++r) {
       if (r == 0 && c != nullptr) {
@@ -363,7 +364,7 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
   }
   if (c.ef)
     for (QBlock& b : m.blocks)
-      for (QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) l->ef_damp = 0.01f;
+      for (QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) l->ef_damp = 0.01f, l->ef_block = c.ef_block;
   return m;
 }
 
@@ -637,6 +638,59 @@ TEST(Executor, MatchesReferenceColumnShifts) {
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
   bad = m;
   bad.head.w_shift.pop_back();
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+}
+
+// Error-feedback blocks (FORMAT.md, <p>.input.ef_block): each block of K columns is rounded on
+// its own through the gains of its own columns. Blocks of 12 leave shorter last blocks (32 =
+// 12 + 12 + 8, 64 = 5 x 12 + 4); the executor agrees with the reference, on every ISA, thread
+// count and batch; blocks change the logits; a block's gains are those of a Linear made of its
+// columns alone, bit for bit.
+TEST(Executor, MatchesReferenceErrorFeedbackBlocks) {
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.depth = 3;
+  c.ef = true;
+  c.ef_block = 12;
+  c.kinds = {"logsqrt2", "uniform", "log2"};
+  c.attn_bits = {4, 3, 4};
+  check_against_reference(c, 46);
+  const QuantModel m = make_model(c, 47);
+  std::mt19937 rng(48);
+  std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
+  std::vector<float> a(4 * c.classes), b(4 * c.classes);
+  Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, a.data());
+  QuantModel whole = m;
+  for (QBlock& q : whole.blocks)
+    for (QLinear* l : {&q.qkv, &q.proj, &q.fc1, &q.fc2}) l->ef_block = 0;
+  Executor(whole, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
+  EXPECT_NE(a, b);
+  expect_same_logits_everywhere(m, c, imgs, a);
+  // The gains of block [24, 32) of blocks.1.attn.qkv (8 columns) and of its first block.
+  const QLinear& l = m.blocks[1].qkv;
+  const std::vector<float> g = ef_gains(l);
+  ASSERT_EQ(g.size(), size_t(2 * 12 * 12 + 8 * 8));
+  for (int64_t s : {int64_t(0), int64_t(24)}) {
+    const int64_t n = std::min<int64_t>(12, l.in - s);
+    QLinear sub = l;
+    sub.in = n;
+    sub.ef_block = 0;
+    sub.w.clear();
+    for (int64_t r = 0; r < l.out; ++r)
+      for (int64_t k = 0; k < n; ++k) sub.w.push_back(l.w[size_t(r * l.in + s + k)]);
+    const std::vector<float> gs = ef_gains(sub);
+    EXPECT_EQ(0, std::memcmp(gs.data(), g.data() + s * 12, gs.size() * sizeof(float))) << "block at " << s;
+  }
+  const std::vector<float> d = ef_gains_dense(l);
+  EXPECT_EQ(d[size_t(1 * l.in + 2)], g[size_t(1 * 12 + 2)]);
+  EXPECT_EQ(d[size_t(1 * l.in + 13)], 0.0f) << "across blocks";
+  // A negative block, or a block without feedback: refused.
+  QuantModel bad = m;
+  bad.blocks[0].fc1.ef_block = -1;
+  EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+  bad = m;
+  bad.blocks[0].fc1.ef_damp = 0.0f;
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
 }
 
@@ -1522,6 +1576,36 @@ TEST(QuantModelFile, ColumnShiftsRoundTripAndRejections) {
     return true;
   });
   expect_rejected(bad, "blocks.1.mlp.fc1.weight_shift");
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
+
+TEST(QuantModelFile, ErrorFeedbackBlocksRoundTripAndRejections) {
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.ef = true;
+  c.ef_block = 12;
+  const QuantModel m = make_model(c, 49);
+  const std::string good = tmp_path("efb"), bad = tmp_path("efb_bad");
+  const QuantModel l = save_and_load(m, good, "reparq-quant-6", "a file with error-feedback blocks is version 6");
+  for (size_t i = 0; i < m.blocks.size(); ++i) EXPECT_EQ(l.blocks[i].fc2.ef_block, 12);
+  EXPECT_EQ(l.head.ef_block, 0);
+  // In a version-5 file, 0, larger than the Linear's input, or without ef_damp: refused.
+  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-5"; });
+  expect_rejected(bad, "needs format reparq-quant-6");
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.1.mlp.fc1.input.ef_block") set_elem(t, 0, int32_t(0));
+    return true;
+  });
+  expect_rejected(bad, "blocks.1.mlp.fc1.input.ef_block");
+  rewrite(good, bad, [](Tensor& t) {
+    if (t.name == "blocks.0.attn.proj.input.ef_block") set_elem(t, 0, int32_t(33));
+    return true;
+  });
+  expect_rejected(bad, "blocks.0.attn.proj.input.ef_block");
+  rewrite(good, bad, [](Tensor& t) { return t.name != "blocks.0.mlp.fc2.input.ef_damp"; });
+  expect_rejected(bad, "needs 'blocks.0.mlp.fc2.input.ef_damp'");
   std::remove(good.c_str());
   std::remove(bad.c_str());
 }

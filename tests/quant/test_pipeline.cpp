@@ -373,7 +373,8 @@ TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
   QuantizeOptions o;
   o.calib_samples = 32;
   Recipe r = Recipe::preset("reparq", 4, 4);
-  r.ef_sites = "none";   // reconstruction alone (error feedback: ErrorFeedbackReachesTheFileAndTheExecutor)
+  r.ef_sites = "none";   // reconstruction alone (error feedback: ErrorFeedbackReachesTheFileAndTheExecutor,
+  r.col_shift = false;   // column factors: ColumnShiftsTakeTheLargeFoldedColumns)
   r.recon_iters = 0;
   QuantModel a = quantize_model(*model_, *train_, r, o);
   r.recon_iters = 200;
@@ -394,6 +395,7 @@ TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
   // back to the same logits, and the result is still better than no reconstruction.
   Recipe rg = Recipe::preset("reparq", 4, 4);
   rg.ef_sites = "none";
+  rg.col_shift = false;
   rg.gelu_balance = true;
   QuantModel g = quantize_model(*model_, *train_, rg, o);
   ASSERT_EQ(g.blocks[0].fc2_in_mul.size(), size_t(g.mlp_hidden));
@@ -410,6 +412,7 @@ TEST_F(Pipeline, BlockReconstructionLowersLogitError) {
   // changes what is learned, and still beats no reconstruction; the recipe JSON records it.
   Recipe rd = Recipe::preset("reparq", 4, 4);
   rd.ef_sites = "none";
+  rd.col_shift = false;
   rd.recon_drop = 0.2;
   QuantModel d1 = quantize_model(*model_, *train_, rd, o), d2 = quantize_model(*model_, *train_, rd, o);
   EXPECT_EQ(d1.blocks[1].fc2.w_scale, d2.blocks[1].fc2.w_scale);
