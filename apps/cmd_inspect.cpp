@@ -37,7 +37,10 @@ void print_linear(const char* name, const QLinear& l) {
   }
   if (l.ef_damp > 0) {   // error-feedback rounding of the input rows (FORMAT.md, format 5)
     char buf[64];
-    std::snprintf(buf, sizeof buf, ", error feedback (damping %g)", double(l.ef_damp));
+    if (l.ef_block > 0)
+      std::snprintf(buf, sizeof buf, ", error feedback (damping %g, blocks of %d)", double(l.ef_damp), int(l.ef_block));
+    else
+      std::snprintf(buf, sizeof buf, ", error feedback (damping %g)", double(l.ef_damp));
     levels += buf;
   }
   std::string wq = "(per channel)";

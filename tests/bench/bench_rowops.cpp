@@ -184,6 +184,7 @@ int main(int argc, char** argv) {
   // Error-feedback blocks (QLinear::ef_block): the DeiT-S fc2 in blocks of 384 and 128.
   benchmark::RegisterBenchmark("ef_gains/in1536_out384_block384", bm_ef_gains, 1536, 384, 384)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("ef_gains/in1536_out384_block128", bm_ef_gains, 1536, 384, 128)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("ef_gains/in384_out1152_block128", bm_ef_gains, 384, 1152, 128)->Unit(benchmark::kMillisecond);
   const Isa best = reparq::best_isa();
   for (int block : {0, 384, 128}) {
     const std::string name = "ef_rows_197/in1536_block" + std::to_string(block) + "/" + reparq::isa_name(best);

@@ -529,6 +529,18 @@ TEST_F(Pipeline, ErrorFeedbackReachesTheFileAndTheExecutor) {
   std::printf("  logit MSE vs FP32: W4A4 %.4g, with error feedback %.4g; executor/sim top-1 agreement %.3f\n",
               e_plain, e_ef, agree);
   EXPECT_LT(e_ef, e_plain);
+  // Blocks of 16 columns (Recipe::ef_block): in the file (format 6), and the executor agrees
+  // with the simulated engine; they change the logits.
+  r.ef_block = 16;
+  EXPECT_NE(r.to_json().find("\"ef_block\":16"), std::string::npos);
+  const QuantModel qb = quantize_model(*model_, *train_, r, o);
+  for (const QBlock& b : qb.blocks)
+    for (const QLinear* x : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) EXPECT_EQ(x->ef_block, 16);
+  const Engines eb = file_and_engines(qb, "efb.safetensors");
+  EXPECT_EQ(eb.loaded.metadata.at("format"), "reparq-quant-6");
+  EXPECT_FALSE(torch::equal(eb.sim, sim));
+  std::printf("  with blocks of 16: logit MSE vs FP32 %.4g; executor/sim top-1 agreement %.3f\n",
+              (eb.sim - fp).pow(2).mean().item<double>(), eb.agree);
 }
 
 // Recipe::col_shift (the reparq preset at <= 4-bit weights): the test model's LayerNorms have
