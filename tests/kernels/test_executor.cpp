@@ -545,10 +545,15 @@ TEST(Executor, MatchesReferenceClassTokenQuantizers) {
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
 }
 
-// Error-feedback rounding (FORMAT.md, <p>.input.ef_damp) at every block Linear's input: alone,
-// with class-token quantizers (the class rows keep round to nearest, so the last block's proj,
-// fc1 and fc2, which see only the class rows, do not use it) and with level tables.
-TEST(Executor, MatchesReferenceErrorFeedback) {
+// The logits of `imgs` (4 images of c.image pixels squared) on Isa::Scalar, one thread.
+static std::vector<float> scalar_logits(const QuantModel& m, const Cfg& c, const std::vector<uint8_t>& imgs) {
+  std::vector<float> y(4 * c.classes);
+  Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, y.data());
+  return y;
+}
+
+// W4A4, three blocks with three post-Softmax kinds, error feedback at every block Linear.
+static Cfg ef_cfg() {
   Cfg c;
   c.wbits = 4;
   c.abits = 4;
@@ -556,6 +561,14 @@ TEST(Executor, MatchesReferenceErrorFeedback) {
   c.ef = true;
   c.kinds = {"logsqrt2", "uniform", "log2"};
   c.attn_bits = {4, 3, 4};
+  return c;
+}
+
+// Error-feedback rounding (FORMAT.md, <p>.input.ef_damp) at every block Linear's input: alone,
+// with class-token quantizers (the class rows keep round to nearest, so the last block's proj,
+// fc1 and fc2, which see only the class rows, do not use it) and with level tables.
+TEST(Executor, MatchesReferenceErrorFeedback) {
+  Cfg c = ef_cfg();
   check_against_reference(c, 14);
   Cfg cc = c;
   cc.cls_bits = 8;
@@ -609,27 +622,22 @@ TEST(Executor, MatchesReferenceColumnShifts) {
   c.abits = 4;
   c.col_shift = true;
   check_against_reference(c, 40);
-  Cfg e = c;
+  Cfg e = ef_cfg();
   e.wbits = 3;
-  e.ef = true;
-  e.depth = 3;
-  e.kinds = {"logsqrt2", "uniform", "log2"};
-  e.attn_bits = {4, 3, 4};
+  e.col_shift = true;
   check_against_reference(e, 41);
   // Sabotage: the shifts are used (dropping those of any one Linear changes the logits).
   const QuantModel m = make_model(e, 42);
   std::mt19937 rng(43);
-  std::vector<uint8_t> imgs = rand_images(rng, 4, e.image);
-  std::vector<float> a(4 * e.classes), b(4 * e.classes);
-  Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, a.data());
+  const std::vector<uint8_t> imgs = rand_images(rng, 4, e.image);
+  const std::vector<float> a = scalar_logits(m, e, imgs);
   for (size_t blk = 0; blk < m.blocks.size(); ++blk)
     for (int site = 0; site < 4; ++site) {
       QuantModel p = m;
       QBlock& q = p.blocks[blk];
       QLinear* ls[] = {&q.qkv, &q.proj, &q.fc1, &q.fc2};
       ls[site]->w_shift.clear();
-      Executor(p, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
-      EXPECT_NE(a, b) << "block " << blk << " site " << site;
+      EXPECT_NE(a, scalar_logits(p, e, imgs)) << "block " << blk << " site " << site;
     }
   expect_same_logits_everywhere(m, e, imgs, a);
   // A shift above max_col_shift, or of the wrong length: refused.
@@ -647,25 +655,17 @@ TEST(Executor, MatchesReferenceColumnShifts) {
 // count and batch; blocks change the logits; a block's gains are those of a Linear made of its
 // columns alone, bit for bit.
 TEST(Executor, MatchesReferenceErrorFeedbackBlocks) {
-  Cfg c;
-  c.wbits = 4;
-  c.abits = 4;
-  c.depth = 3;
-  c.ef = true;
+  Cfg c = ef_cfg();
   c.ef_block = 12;
-  c.kinds = {"logsqrt2", "uniform", "log2"};
-  c.attn_bits = {4, 3, 4};
   check_against_reference(c, 46);
   const QuantModel m = make_model(c, 47);
   std::mt19937 rng(48);
-  std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
-  std::vector<float> a(4 * c.classes), b(4 * c.classes);
-  Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, a.data());
+  const std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
+  const std::vector<float> a = scalar_logits(m, c, imgs);
   QuantModel whole = m;
   for (QBlock& q : whole.blocks)
     for (QLinear* l : {&q.qkv, &q.proj, &q.fc1, &q.fc2}) l->ef_block = 0;
-  Executor(whole, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
-  EXPECT_NE(a, b);
+  EXPECT_NE(a, scalar_logits(whole, c, imgs));
   expect_same_logits_everywhere(m, c, imgs, a);
   // The gains of block [24, 32) of blocks.1.attn.qkv (8 columns) and of its first block.
   const QLinear& l = m.blocks[1].qkv;
@@ -1454,6 +1454,34 @@ void expect_rejected(const std::string& path, const std::string& what) {
   std::remove(path.c_str());
 }
 
+// `good` rewritten as `bad` with its format metadata set to the older `older`: refused, naming
+// the version its tensors need.
+void expect_needs_format(const std::string& good, const std::string& bad, const std::string& older,
+                         const std::string& needed) {
+  rewrite(good, bad, [](Tensor&) { return true; }, [&](std::map<std::string, std::string>& md) { md["format"] = older; });
+  expect_rejected(bad, "needs format " + needed);
+}
+
+// `good` rewritten as `bad` with element i of `tensor` set to v: refused, naming the tensor.
+template <class T>
+void expect_element_rejected(const std::string& good, const std::string& bad, const std::string& tensor, size_t i, T v) {
+  rewrite(good, bad, [&](Tensor& t) {
+    if (t.name == tensor) set_elem(t, i, v);
+    return true;
+  });
+  expect_rejected(bad, tensor);
+}
+
+// The executor gives `a` and `b` (a model and its saved-and-loaded copy) the same logits.
+void expect_same_executor_logits(const QuantModel& a, const QuantModel& b, const Cfg& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<uint8_t> imgs = rand_images(rng, 2, c.image);
+  std::vector<float> x(2 * c.classes), y(2 * c.classes);
+  Executor(a, Isa::Scalar, 1).run(imgs.data(), 2, x.data());
+  Executor(b, Isa::Scalar, 1).run(imgs.data(), 2, y.data());
+  EXPECT_EQ(x, y);
+}
+
 // m written to `path`, whose format metadata must be `format` (`why` says why), and read back.
 QuantModel save_and_load(const QuantModel& m, const std::string& path, const char* format, const char* why) {
   save_quant_model(m, path);
@@ -1562,20 +1590,10 @@ TEST(QuantModelFile, ColumnShiftsRoundTripAndRejections) {
     EXPECT_EQ(l.blocks[i].qkv.w_shift, m.blocks[i].qkv.w_shift);
     EXPECT_EQ(l.blocks[i].fc2.w_shift, m.blocks[i].fc2.w_shift);
   }
-  std::mt19937 rng(45);
-  std::vector<uint8_t> imgs = rand_images(rng, 2, c.image);
-  std::vector<float> a(2 * c.classes), b(2 * c.classes);
-  Executor(m, Isa::Scalar, 1).run(imgs.data(), 2, a.data());
-  Executor(l, Isa::Scalar, 1).run(imgs.data(), 2, b.data());
-  EXPECT_EQ(a, b);
+  expect_same_executor_logits(m, l, c, 45);
   // In a version-5 file, a shift above max_col_shift(3) = 4: refused.
-  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-5"; });
-  expect_rejected(bad, "needs format reparq-quant-6");
-  rewrite(good, bad, [](Tensor& t) {
-    if (t.name == "blocks.1.mlp.fc1.weight_shift") set_elem(t, 2, uint8_t(5));
-    return true;
-  });
-  expect_rejected(bad, "blocks.1.mlp.fc1.weight_shift");
+  expect_needs_format(good, bad, "reparq-quant-5", "reparq-quant-6");
+  expect_element_rejected(good, bad, "blocks.1.mlp.fc1.weight_shift", 2, uint8_t(5));
   std::remove(good.c_str());
   std::remove(bad.c_str());
 }
@@ -1591,19 +1609,11 @@ TEST(QuantModelFile, ErrorFeedbackBlocksRoundTripAndRejections) {
   const QuantModel l = save_and_load(m, good, "reparq-quant-6", "a file with error-feedback blocks is version 6");
   for (size_t i = 0; i < m.blocks.size(); ++i) EXPECT_EQ(l.blocks[i].fc2.ef_block, 12);
   EXPECT_EQ(l.head.ef_block, 0);
+  expect_same_executor_logits(m, l, c, 50);
   // In a version-5 file, 0, larger than the Linear's input, or without ef_damp: refused.
-  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-5"; });
-  expect_rejected(bad, "needs format reparq-quant-6");
-  rewrite(good, bad, [](Tensor& t) {
-    if (t.name == "blocks.1.mlp.fc1.input.ef_block") set_elem(t, 0, int32_t(0));
-    return true;
-  });
-  expect_rejected(bad, "blocks.1.mlp.fc1.input.ef_block");
-  rewrite(good, bad, [](Tensor& t) {
-    if (t.name == "blocks.0.attn.proj.input.ef_block") set_elem(t, 0, int32_t(33));
-    return true;
-  });
-  expect_rejected(bad, "blocks.0.attn.proj.input.ef_block");
+  expect_needs_format(good, bad, "reparq-quant-5", "reparq-quant-6");
+  expect_element_rejected(good, bad, "blocks.1.mlp.fc1.input.ef_block", 0, int32_t(0));
+  expect_element_rejected(good, bad, "blocks.0.attn.proj.input.ef_block", 0, int32_t(33));
   rewrite(good, bad, [](Tensor& t) { return t.name != "blocks.0.mlp.fc2.input.ef_damp"; });
   expect_rejected(bad, "needs 'blocks.0.mlp.fc2.input.ef_damp'");
   std::remove(good.c_str());
@@ -1625,26 +1635,11 @@ TEST(QuantModelFile, ErrorFeedbackRoundTripAndRejections) {
     EXPECT_EQ(l.blocks[i].fc2.ef_damp, 0.01f);
   }
   EXPECT_EQ(l.head.ef_damp, 0.0f);
-  // Same logits from the loaded file.
-  std::mt19937 rng(36);
-  std::vector<uint8_t> imgs = rand_images(rng, 2, c.image);
-  std::vector<float> a(2 * c.classes), b(2 * c.classes);
-  Executor(m, Isa::Scalar, 1).run(imgs.data(), 2, a.data());
-  Executor(l, Isa::Scalar, 1).run(imgs.data(), 2, b.data());
-  EXPECT_EQ(a, b);
+  expect_same_executor_logits(m, l, c, 36);   // same logits from the loaded file
   // In a version-4 file, a damping <= 0 or NaN, or at the head: refused.
-  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-4"; });
-  expect_rejected(bad, "needs format reparq-quant-5");
-  rewrite(good, bad, [](Tensor& t) {
-    if (t.name == "blocks.1.mlp.fc1.input.ef_damp") set_elem(t, 0, -0.5f);
-    return true;
-  });
-  expect_rejected(bad, "blocks.1.mlp.fc1.input.ef_damp");
-  rewrite(good, bad, [](Tensor& t) {
-    if (t.name == "blocks.0.attn.proj.input.ef_damp") set_elem(t, 0, std::nanf(""));
-    return true;
-  });
-  expect_rejected(bad, "blocks.0.attn.proj.input.ef_damp");
+  expect_needs_format(good, bad, "reparq-quant-4", "reparq-quant-5");
+  expect_element_rejected(good, bad, "blocks.1.mlp.fc1.input.ef_damp", 0, -0.5f);
+  expect_element_rejected(good, bad, "blocks.0.attn.proj.input.ef_damp", 0, std::nanf(""));
   rewrite(good, bad, [](Tensor& t) {
     if (t.name == "blocks.0.attn.proj.input.ef_damp") t.name = "head.input.ef_damp";
     return true;
