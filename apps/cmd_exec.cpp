@@ -220,13 +220,16 @@ struct BenchArgs {
   std::vector<int> batches = {1, 32};
   int repeats = 9;
   bool no_deit = false;
+  bool deit_ef = false;
   bool no_python = false;
   bool profile = false;
   bool omp_active = false;
 };
 
-// A DeiT-S-shaped quantized model with random weights and plausible quantizers.
-QuantModel random_quant_model(const VitConfig& cfg, int wbits, uint32_t seed) {
+// A DeiT-S-shaped quantized model with random weights and plausible quantizers. abits 4: the
+// activations 4-bit, and ef_block >= 0: error-feedback rounding (damping 0.1) at every block
+// Linear's input, in blocks of ef_block columns (0 = whole rows).
+QuantModel random_quant_model(const VitConfig& cfg, int wbits, uint32_t seed, int abits = 8, int ef_block = -1) {
   std::mt19937 rng(seed);
   QuantModel m;
   m.arch = cfg.arch;
@@ -258,7 +261,10 @@ QuantModel random_quant_model(const VitConfig& cfg, int wbits, uint32_t seed) {
     l.input = input;
     return l;
   };
-  const ActQuant ln_q{8, 6.0f / 255, 128, {}}, v_q{8, 8.0f / 255, 128, {}}, gelu_q{8, 4.0f / 255, 10, {}};
+  const bool a4 = abits == 4;
+  const ActQuant ln_q = a4 ? ActQuant{4, 6.0f / 15, 8, {}} : ActQuant{8, 6.0f / 255, 128, {}};
+  const ActQuant v_q = a4 ? ActQuant{4, 8.0f / 15, 8, {}} : ActQuant{8, 8.0f / 255, 128, {}};
+  const ActQuant gelu_q = a4 ? ActQuant{4, 4.0f / 15, 1, {}} : ActQuant{8, 4.0f / 255, 10, {}};
   m.patch_embed = lin(D, cfg.in_chans * cfg.patch * cfg.patch, ActQuant{8, 1.0f, 0, {}});
   for (float& s : m.patch_embed.w_scale) s /= 128.0f;
   m.cls_token.resize(D);
@@ -284,6 +290,8 @@ QuantModel random_quant_model(const VitConfig& cfg, int wbits, uint32_t seed) {
     b.proj = lin(D, D, v_q);
     b.fc1 = lin(cfg.mlp_hidden, D, ln_q);
     b.fc2 = lin(D, cfg.mlp_hidden, gelu_q);
+    if (ef_block >= 0)
+      for (QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) l->ef_damp = 0.1f, l->ef_block = ef_block;
     m.blocks.push_back(std::move(b));
   }
   m.norm_w.assign(D, 1.0f);
@@ -423,6 +431,10 @@ int run_bench(BenchArgs& a) {
     deit.num_classes = 1000;
     models.push_back({"DeiT-S-shaped W8A8 (random)", random_quant_model(deit, 8, 1)});
     models.push_back({"DeiT-S-shaped W4A8 (random)", random_quant_model(deit, 4, 2)});
+    if (a.deit_ef) {
+      models.push_back({"DeiT-S-shaped W4A4, error feedback (random)", random_quant_model(deit, 4, 3, 4, 0)});
+      models.push_back({"DeiT-S-shaped W4A4, error feedback in blocks of 128 (random)", random_quant_model(deit, 4, 3, 4, 128)});
+    }
   }
   if (models.empty()) throw UsageError("nothing to benchmark: give --model FILE or drop --no-deit");
 
@@ -656,6 +668,7 @@ void add_exec_commands(CLI::App& app, CommandList& cmds) {
   bench->add_option("--batches", ba.batches, "Batch sizes to measure")->capture_default_str()->delimiter(',');
   bench->add_option("--repeats", ba.repeats, "Timed repeats at small batch (a third at batch >= 16); the median counts")->capture_default_str();
   bench->add_flag("--no-deit", ba.no_deit, "Skip the DeiT-S-shaped random models");
+  bench->add_flag("--deit-ef", ba.deit_ef, "Also the DeiT-S-shaped W4A4 random model with error-feedback rounding, whole rows and in blocks of 128 (quantize --ef-block)");
   bench->add_flag("--no-python", ba.no_python, "Skip the PyTorch dynamic int8 subprocess");
   bench->add_flag("--profile", ba.profile, "Print the executor's per-stage time breakdown");
   bench->add_flag("--omp-active", ba.omp_active,
