@@ -44,7 +44,7 @@ def i32(v):
 
 
 def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, classes=3, depth=1, kind=2, sbits=4, gelu_mul=False,
-           levels=False):
+           levels=False, v6=False):
     T = (image // patch) ** 2 + 1
     P = patch * patch
     lo, hi = -(1 << (wbits - 1)), (1 << (wbits - 1)) - 1
@@ -67,6 +67,14 @@ def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, 
         ts.append((p + ".weight_bits", "I32", [1], i32([wbits])))
         ts.append((p + ".bias", "F32", [out], f32([0.1 * (n % 3 - 1) for n in range(out)])))
         act(p + ".input", in_bits, (1 << (in_bits - 1)) if in_zero is None else in_zero, 0.05, p != "patch_embed")
+        if v6:  # format version 6: weight column shifts everywhere; error feedback in blocks at the blocks' Linears
+            smax = 0
+            while ((1 << wbits) - 1) << (smax + 1) <= 127:
+                smax += 1
+            ts.append((p + ".weight_shift", "U8", [inp], bytes([k % (smax + 1) for k in range(inp)])))
+            if p.startswith("blocks."):
+                ts.append((p + ".input.ef_damp", "F32", [1], f32([0.1])))
+                ts.append((p + ".input.ef_block", "I32", [1], i32([max(1, inp // 2)])))
 
     def act(p, bits, zero, scale, table=True):
         ts.append((p + ".scale", "F32", [1], f32([scale])))
@@ -100,7 +108,7 @@ def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, 
     ts.append(("norm.weight", "F32", [dim], f32([1.0] * dim)))
     ts.append(("norm.bias", "F32", [dim], f32([0.0] * dim)))
     linear("head", classes, dim)
-    meta = {"format": "reparq-quant-3" if levels else "reparq-quant-2" if gelu_mul else "reparq-quant-1", "arch": "seed", "image_size": str(image), "patch_size": str(patch),
+    meta = {"format": "reparq-quant-6" if v6 else "reparq-quant-3" if levels else "reparq-quant-2" if gelu_mul else "reparq-quant-1", "arch": "seed", "image_size": str(image), "patch_size": str(patch),
             "in_chans": "1", "embed_dim": str(dim), "depth": str(depth), "num_heads": str(heads),
             "mlp_hidden": str(mlp), "num_classes": str(classes), "ln_eps": "1e-06", "mean": "0.286",
             "std": "0.353"}
@@ -139,6 +147,7 @@ def main():
     put("qmodel", "tiny_w3a8_uniform", qmodel(3, 8, rng, kind=0, sbits=8, heads=1))
     put("qmodel", "tiny_w4a4_gelu_mul", qmodel(4, 4, rng, kind=1, sbits=4, gelu_mul=True))
     put("qmodel", "tiny_w4a8_levels", qmodel(4, 8, rng, kind=2, sbits=4, levels=True))
+    put("qmodel", "tiny_w3a4_shift_efblock", qmodel(3, 4, rng, kind=1, sbits=4, v6=True))
     for name in sorted(os.listdir(os.path.join(src, "tests", "data"))):
         if name.endswith(".safetensors"):
             path = os.path.join(src, "tests", "data", name)
