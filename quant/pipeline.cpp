@@ -393,7 +393,8 @@ class Pipeline {
     torch::NoGradGuard ng;
     torch::Tensor W = lin.weight;
     const int64_t out = W.size(0), inf = W.size(1);
-    const torch::Tensor Xq = fake_quant(x.reshape({-1, inf}), in);
+    // The quantized input rows, for GPTQ's Hessian and the column factors' output error.
+    const torch::Tensor Xq = r_.gptq || r_.col_shift ? fake_quant(x.reshape({-1, inf}), in) : torch::Tensor();
     auto quant = [&](const torch::Tensor& w, const torch::Tensor& xq) {
       return r_.gptq ? quantize_weight_gptq(w, xq, r_.wbits, r_.weights, 0.01, r_.gptq_act_order)
                      : quantize_weight(w, r_.wbits, r_.weights);
@@ -402,11 +403,12 @@ class Pipeline {
     torch::Tensor Wq = wq.dequant();
     // Recipe::col_shift: power-of-two column factors 2^k_c (QLinear::w_shift). Candidates: for
     // t in kColShiftT, the columns whose max |W| exceeds t times the median column's get
-    // k_c = ceil(log2(ratio / t)), less the smallest k, at most max_col_shift. Each candidate is rounded to nearest
-    // (W diag(2^-k)) and scored by its output error |Xq (W - Wq)^T|^2 = tr(E H E^T); the best
-    // is quantized like the plain weights (GPTQ on the inputs Xq diag(2^k)) and kept if its
-    // output error is below kColShiftGain times theirs. Not for the head (one row per image: an
-    // error over a few dozen rows is mostly noise, as for bias correction).
+    // k_c = ceil(log2(ratio / t)), less the smallest k, at most max_col_shift. Each candidate
+    // is rounded to nearest (W diag(2^-k)) and scored by its output error
+    // |Xq (W - Wq)^T|^2 = tr(E H E^T); the best is quantized like the plain weights (GPTQ on
+    // the inputs Xq diag(2^k)) and kept if its output error is below kColShiftGain times
+    // theirs. Not for the head (one row per image: an error over a few dozen rows is mostly
+    // noise, as for bias correction).
     std::vector<uint8_t> shift;
     const int kmax = max_col_shift(r_.wbits);
     if (r_.col_shift && kmax > 0 && Xq.size(0) >= kMinBiasCorrectRows) {
