@@ -229,6 +229,7 @@ void Executor::Impl::check_model() {
     if (l.ef_block < 0 || (l.ef_block > 0 && !(l.ef_damp > 0))) fail(name + ".input.ef_block must be 0, or >= 1 with error feedback");
     if (!l.w_shift.empty()) {
       if (int64_t(l.w_shift.size()) != in) fail(name + ".weight_shift has the wrong size");
+      if (l.wbits > 7) fail(name + ".weight_shift needs weights of at most 7 bits");
       for (uint8_t s : l.w_shift)
         if (s > max_col_shift(l.wbits)) fail(name + ".weight_shift is above " + std::to_string(max_col_shift(l.wbits)));
     }

@@ -163,6 +163,7 @@ struct Reader {
     l.input = act(p + ".input");
     if (f.find(p + ".weight_shift")) {
       if (!v6) fail("'" + p + ".weight_shift' needs format " + kFormat6);
+      if (l.wbits > 7) fail("'" + p + ".weight_shift' needs weights of at most 7 bits, found " + std::to_string(l.wbits));
       const TensorView& v = t(p + ".weight_shift", DType::U8, {in});
       l.w_shift.assign(v.data, v.data + v.nbytes);
       for (uint8_t s : l.w_shift)

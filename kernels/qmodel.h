@@ -56,8 +56,8 @@ inline int max_col_shift(int wbits) {
 // per-output-channel weights: real W[n][k] = w_scale[n] * (w[n][k] - w_zero[n]) * 2^w_shift[k].
 // w holds values in [-2^(wbits-1), 2^(wbits-1) - 1] (asymmetric codes minus 2^(wbits-1)),
 // one per int8 in memory (the file packs 4-bit weights two per byte, FORMAT.md).
-// w_shift (format 6, optional; empty = all 0): a power-of-two factor per input column, at most
-// max_col_shift(wbits), so that (w - w_zero) << w_shift always fits in int8.
+// w_shift (format 6, optional; empty = all 0; only for wbits <= 7): a power-of-two factor per
+// input column, at most max_col_shift(wbits), so that (w - w_zero) << w_shift always fits in int8.
 struct QLinear {
   int64_t out = 0, in = 0;
   int wbits = 8;

@@ -647,6 +647,11 @@ TEST(Executor, MatchesReferenceColumnShifts) {
   bad = m;
   bad.head.w_shift.pop_back();
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+  // Shifts on 8-bit weights (w - w_zero spans [-255, 255]: no room in int8), even all zero.
+  Cfg c8;
+  QuantModel w8 = make_model(c8, 42);
+  w8.blocks[0].fc1.w_shift.assign(size_t(w8.blocks[0].fc1.in), 0);
+  EXPECT_THROW(Executor(w8, Isa::Scalar, 1), InputError);
 }
 
 // Error-feedback blocks (FORMAT.md, <p>.input.ef_block): each block of K columns is rounded on
@@ -1594,6 +1599,14 @@ TEST(QuantModelFile, ColumnShiftsRoundTripAndRejections) {
   // In a version-5 file, a shift above max_col_shift(3) = 4: refused.
   expect_needs_format(good, bad, "reparq-quant-5", "reparq-quant-6");
   expect_element_rejected(good, bad, "blocks.1.mlp.fc1.weight_shift", 2, uint8_t(5));
+  // On 8-bit weights: refused, even with every shift 0.
+  const std::string w8 = tmp_path("shift_w8");
+  Cfg c8;
+  QuantModel m8 = make_model(c8, 44);
+  m8.blocks[0].fc1.w_shift.assign(size_t(m8.blocks[0].fc1.in), 0);
+  save_quant_model(m8, w8);
+  expect_rejected(w8, "needs weights of at most 7 bits");
+  std::remove(w8.c_str());
   std::remove(good.c_str());
   std::remove(bad.c_str());
 }
