@@ -81,7 +81,7 @@ struct Reader {
   const std::string& path;
   bool v3 = false;   // the file's format allows level tables
   bool v5 = false;   // ... and error-feedback rounding
-  bool v6 = false;   // ... and weight column shifts
+  bool v6 = false;   // ... and weight column shifts and error-feedback blocks
   [[noreturn]] void fail(const std::string& m) const { throw InputError(path + ": " + m); }
   const TensorView& t(const std::string& n, DType dt, std::vector<int64_t> shape) const {
     const TensorView& v = f.get(n, shape);
