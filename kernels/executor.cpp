@@ -83,8 +83,9 @@ void subtract_bytes(uint8_t* p, int64_t n, uint8_t c) {
   for (int64_t i = 0; i < n; ++i) p[i] = uint8_t(p[i] - c);
 }
 
-// Rows per error-feedback call (VitRowOps::ef_quant_rows interleaves up to 8).
-constexpr int64_t kEfRows = 8;
+// Rows per error-feedback call (VitRowOps::ef_quant_rows takes 16 rows at once in its AVX-512
+// build, 8 or 4 in the others).
+constexpr int64_t kEfRows = 16;
 
 template <class T>
 void grow(std::vector<T>& v, size_t n) {

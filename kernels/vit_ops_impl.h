@@ -303,6 +303,48 @@ static inline uint8_t vo_ef_code(float ti, QuantParams q, const uint8_t* lut, fl
   return static_cast<uint8_t>(c);
 }
 
+// The columns after a full block [ib, ib + 16) take that block's errors e[r][k], for nr <= 8
+// rows: t[r][j] -= e[r][k] * g[ib + k][j] for k = 0..15 in order, 16 columns j at a time.
+static inline __attribute__((always_inline)) void vo_ef_trailing(float* t0, int64_t ldt, int nr, int n, int ib,
+                                                                 const float* g, const float (*e)[16]) {
+  enum { kCols = 16, kRows = 8 };
+  const int ie = ib + kCols;
+  const float* gb = g + static_cast<int64_t>(ib) * n;
+  int j0 = ie;
+  for (; j0 + kCols <= n; j0 += kCols) {
+    vo_f32x16 acc[kRows];
+    for (int r = 0; r < nr; ++r) __builtin_memcpy(&acc[r], t0 + r * ldt + j0, sizeof(vo_f32x16));
+    for (int k = 0; k < kCols; ++k) {
+      vo_f32x16 gk;
+      __builtin_memcpy(&gk, gb + static_cast<int64_t>(k) * n + j0, sizeof gk);
+      for (int r = 0; r < nr; ++r) acc[r] = acc[r] - e[r][k] * gk;   // multiply, then subtract
+    }
+    for (int r = 0; r < nr; ++r) __builtin_memcpy(t0 + r * ldt + j0, &acc[r], sizeof(vo_f32x16));
+  }
+  for (int r = 0; r < nr; ++r) {
+    float* tr = t0 + r * ldt;
+    for (int j = j0; j < n; ++j) {
+      float tj = tr[j];
+      for (int k = 0; k < kCols; ++k) tj = tj - e[r][k] * gb[static_cast<int64_t>(k) * n + j];
+      tr[j] = tj;
+    }
+  }
+}
+
+// The last, partial block [ib, n) of nr rows: one column at a time.
+static inline void vo_ef_tail(float* t0, int64_t ldt, int nr, int n, int ib, const float* g, QuantParams q,
+                              const uint8_t* lut, uint8_t* o0, int64_t ldo) {
+  for (int i = ib; i < n; ++i) {
+    const float* gi = g + static_cast<int64_t>(i) * n;
+    for (int r = 0; r < nr; ++r) {
+      float* tr = t0 + r * ldt;
+      float ei;
+      o0[r * ldo + i] = vo_ef_code(vo_clamp65536(tr[i]), q, lut, &ei);
+      for (int j = i + 1; j < n; ++j) tr[j] = tr[j] - ei * gi[j];
+    }
+  }
+}
+
 // One group of nr <= 8 rows (inlined twice: with nr = 8 a constant, so the per-row loops unroll
 // and the row vectors stay in registers).
 static inline __attribute__((always_inline)) void vo_ef_group(float* t0, int64_t ldt, int nr, int n, const float* g,
@@ -311,16 +353,8 @@ static inline __attribute__((always_inline)) void vo_ef_group(float* t0, int64_t
   enum { kCols = 16, kRows = 8 };
   float e[kRows][kCols];
   for (int ib = 0; ib < n; ib += kCols) {
-    if (n - ib < kCols) {   // the last, partial block: one column at a time
-      for (int i = ib; i < n; ++i) {
-        const float* gi = g + static_cast<int64_t>(i) * n;
-        for (int r = 0; r < nr; ++r) {
-          float* tr = t0 + r * ldt;
-          float ei;
-          o0[r * ldo + i] = vo_ef_code(vo_clamp65536(tr[i]), q, lut, &ei);
-          for (int j = i + 1; j < n; ++j) tr[j] = tr[j] - ei * gi[j];
-        }
-      }
+    if (n - ib < kCols) {
+      vo_ef_tail(t0, ldt, nr, n, ib, g, q, lut, o0, ldo);
       break;
     }
     vo_f32x16 tb[kRows];
@@ -335,27 +369,7 @@ static inline __attribute__((always_inline)) void vo_ef_group(float* t0, int64_t
         tb[r] = tb[r] - ei * gi;
       }
     }
-    const int ie = ib + kCols;
-    const float* gb = g + static_cast<int64_t>(ib) * n;
-    int j0 = ie;
-    for (; j0 + kCols <= n; j0 += kCols) {
-      vo_f32x16 acc[kRows];
-      for (int r = 0; r < nr; ++r) __builtin_memcpy(&acc[r], t0 + r * ldt + j0, sizeof(vo_f32x16));
-      for (int k = 0; k < kCols; ++k) {
-        vo_f32x16 gk;
-        __builtin_memcpy(&gk, gb + static_cast<int64_t>(k) * n + j0, sizeof gk);
-        for (int r = 0; r < nr; ++r) acc[r] = acc[r] - e[r][k] * gk;   // multiply, then subtract
-      }
-      for (int r = 0; r < nr; ++r) __builtin_memcpy(t0 + r * ldt + j0, &acc[r], sizeof(vo_f32x16));
-    }
-    for (int r = 0; r < nr; ++r) {
-      float* tr = t0 + r * ldt;
-      for (int j = j0; j < n; ++j) {
-        float tj = tr[j];
-        for (int k = 0; k < kCols; ++k) tj = tj - e[r][k] * gb[static_cast<int64_t>(k) * n + j];
-        tr[j] = tj;
-      }
-    }
+    vo_ef_trailing(t0, ldt, nr, n, ib, g, e);
   }
 }
 
@@ -366,6 +380,63 @@ static inline __attribute__((always_inline)) void vo_ef_group(float* t0, int64_t
 #define VO_EF_ROWS 4
 #endif
 
+#if defined(__AVX512F__) || defined(__AVX2__)
+// Rows in the lanes: 16 rows with AVX-512 (its 32 registers hold a 16 x 16 tile), 8 with AVX2.
+#ifdef __AVX512F__
+#define VO_EF_LANES 16
+#else
+#define VO_EF_LANES 8
+#endif
+typedef float vo_lanes __attribute__((vector_size(VO_EF_LANES * 4)));
+
+static inline vo_lanes vo_splat_lanes(float x) {
+  vo_lanes v;
+  for (int l = 0; l < VO_EF_LANES; ++l) v[l] = x;
+  return v;
+}
+
+// VO_EF_LANES rows with the rows in the lanes. Inside each full block of 16 columns the tile is
+// transposed, so that one vector holds column i of every row: the rounding of column i is then
+// vector work (round, clamp; the level table per lane), and its errors update the block's later
+// columns with the gains g[i][j] broadcast. Every element still takes its updates in the order
+// of the one-row definition, each a float multiply then a float subtract; the columns after the
+// block are updated as in vo_ef_group, VO_EF_ROWS rows at a time.
+static void vo_ef_group_lanes(float* t0, int64_t ldt, int n, const float* g, QuantParams q, const uint8_t* lut,
+                              uint8_t* o0, int64_t ldo) {
+  enum { kCols = 16, kLanes = VO_EF_LANES };
+  float e[kLanes][kCols];
+  float tile[kCols][kLanes];
+  const vo_lanes lo = vo_splat_lanes(-65536.0f), hi = vo_splat_lanes(65536.0f), big = vo_splat_lanes(12582912.0f);
+  const vo_lanes zero = vo_splat_lanes(static_cast<float>(q.zero)), vmax = vo_splat_lanes(static_cast<float>(q.qmax));
+  const vo_lanes nil = vo_splat_lanes(0.0f);
+  int ib = 0;
+  for (; ib + kCols <= n; ib += kCols) {
+    for (int r = 0; r < kLanes; ++r)
+      for (int k = 0; k < kCols; ++k) tile[k][r] = t0[r * ldt + ib + k];
+    vo_lanes tc[kCols];
+    for (int k = 0; k < kCols; ++k) __builtin_memcpy(&tc[k], tile[k], sizeof(vo_lanes));
+    for (int i = 0; i < kCols; ++i) {
+      vo_lanes ti = tc[i] > lo ? tc[i] : lo;   // NaN -> -65536, as vo_clamp65536
+      ti = ti < hi ? ti : hi;
+      vo_lanes c = ((ti + big) - big) + zero;   // round half to even, + zero (exact integers)
+      c = c < nil ? nil : c;
+      c = c > vmax ? vmax : c;
+      if (lut)
+        for (int r = 0; r < kLanes; ++r) c[r] = static_cast<float>(lut[static_cast<int32_t>(c[r])]);
+      const vo_lanes ei = ti - (c - zero);
+      for (int r = 0; r < kLanes; ++r) {
+        o0[r * ldo + ib + i] = static_cast<uint8_t>(static_cast<int32_t>(c[r]));
+        e[r][i] = ei[r];
+      }
+      const float* gi = g + static_cast<int64_t>(ib + i) * n + ib;
+      for (int j = i + 1; j < kCols; ++j) tc[j] = tc[j] - ei * gi[j];
+    }
+    for (int r = 0; r < kLanes; r += VO_EF_ROWS) vo_ef_trailing(t0 + r * ldt, ldt, VO_EF_ROWS, n, ib, g, e + r);
+  }
+  if (ib < n) vo_ef_tail(t0, ldt, kLanes, n, ib, g, q, lut, o0, ldo);
+}
+#endif
+
 static void vo_ef_quant_rows(float* t, int64_t ldt, int rows, int n, const float* g, QuantParams q,
                              const uint8_t* lut, uint8_t* out, int64_t ldo) {
   for (int r = 0; r < rows; ++r) {
@@ -373,6 +444,9 @@ static void vo_ef_quant_rows(float* t, int64_t ldt, int rows, int n, const float
     for (int j = 0; j < n; ++j) tr[j] = vo_clamp65536(tr[j] * q.inv_scale);
   }
   int r0 = 0;
+#ifdef VO_EF_LANES
+  for (; r0 + VO_EF_LANES <= rows; r0 += VO_EF_LANES) vo_ef_group_lanes(t + r0 * ldt, ldt, n, g, q, lut, out + r0 * ldo, ldo);
+#endif
   for (; r0 + VO_EF_ROWS <= rows; r0 += VO_EF_ROWS)
     vo_ef_group(t + r0 * ldt, ldt, VO_EF_ROWS, n, g, q, lut, out + r0 * ldo, ldo);
   if (r0 < rows) vo_ef_group(t + r0 * ldt, ldt, rows - r0, n, g, q, lut, out + r0 * ldo, ldo);

@@ -1152,7 +1152,7 @@ TEST(VitRowOps, ErrorFeedbackBitIdenticalAcrossIsas) {
       const uint8_t* lut_ptr = lut.data();
       for (const uint8_t* l : {static_cast<const uint8_t*>(nullptr), lut_ptr}) {
         const QuantParams qe = l ? QuantParams{3.0f, 128, 255} : q;
-        for (int rows : {1, 3, 6}) {
+        for (int rows : {1, 3, 6, 16, 27, 40}) {
           // Row r: x scaled by (1 + r/4), rows n + 3 apart (the padding is not written).
           const int64_t ld = n + 3;
           std::vector<float> t0(size_t(rows * ld), 7.0f);
