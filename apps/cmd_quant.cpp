@@ -87,7 +87,7 @@ int run_quantize(QuantArgs& a) {
   if (a.level_sites) r.level_sites = *a.level_sites;
   if (a.gelu_balance >= 0) r.gelu_balance = a.gelu_balance;
   if (a.col_shift >= 0) r.col_shift = a.col_shift;
-  if (a.ef_block >= 0) r.ef_block = a.ef_block;
+  if (a.ef_block >= 0) r.ef_block = a.ef_block, r.ef_wide_in = 0;   // every Linear alike
   if (a.cls_bits >= 0) r.cls_bits = a.cls_bits;
   if (a.ef_sites) r.ef_sites = *a.ef_sites;
   if (a.ef_damp >= 0) r.ef_damp = a.ef_damp;
@@ -221,7 +221,7 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--bias-correct", qa.bias_correct, "Override: move each Linear's mean output error into its bias (1 or 0)")->check(CLI::Range(0, 1));
   q->add_option("--qk-balance", qa.qk_balance, "Override: balance q/k channel ranges (1 or 0)")->check(CLI::Range(0, 1));
   q->add_option("--v-balance", qa.v_balance, "Override: balance v / proj-input channels into proj's weights (1 or 0)")->check(CLI::Range(0, 1));
-  q->add_option("--ef-block", qa.ef_block, "Override: error-feedback rounding in independent blocks of K input columns (0 = whole rows, the default); cuts the executor's feedback work and its load time on wide Linears")->check(CLI::Range(0, 1 << 20));
+  q->add_option("--ef-block", qa.ef_block, "Override: error-feedback rounding of every Linear in independent blocks of K input columns (0 = whole rows everywhere). reparq default: blocks of 128 at Linears wider than 256 inputs, whole rows elsewhere. Blocks cut the executor's feedback work and its load time on wide Linears")->check(CLI::Range(0, 1 << 20));
   q->add_option("--col-shift", qa.col_shift, "Override: power-of-two weight column factors chosen per Linear (1 or 0)")->check(CLI::Range(0, 1));
   q->add_option("--gelu-balance", qa.gelu_balance, "Override: per-channel GELU-output multiplier migrated into fc2 (1 or 0; only at <= 5-bit fc2 inputs)")->check(CLI::Range(0, 1));
   q->add_option("--recon", qa.recon, "Override: block reconstruction Adam steps per block (0 = off; only when some activation site has <= 5 bits)")->check(CLI::Range(0, 100000));

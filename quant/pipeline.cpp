@@ -65,6 +65,8 @@ Recipe Recipe::preset(const std::string& method, int wbits, int abits) {
     // Error-feedback rounding at every Linear input (session 12, 3 calibration seeds:
     // docs/RESULTS.md); it acts at <= 5-bit sites only.
     r.ef_sites = "qkv,proj,fc1,fc2";
+    // ... in blocks of 128 columns at Linears wider than 256 inputs (session 15).
+    r.ef_wide_in = 256;
   } else {
     throw UsageError("unknown --method '" + method + "' (minmax, repq-vit, dopq-vit, repquant, reparq)");
   }
@@ -85,6 +87,9 @@ std::string Recipe::to_json() const {
     << ",\"gelu_balance\":" << (gelu_balance ? "true" : "false")
     << (col_shift ? ",\"col_shift\":true" : "")
     << (ef_block > 0 ? ",\"ef_block\":" + std::to_string(ef_block) : std::string())
+    << (ef_block <= 0 && ef_wide_in > 0
+            ? ",\"ef_wide_in\":" + std::to_string(ef_wide_in) + ",\"ef_wide_block\":" + std::to_string(ef_wide_block)
+            : std::string())
     << ",\"bias_correct\":" << (bias_correct ? "true" : "false") << ",\"recon_iters\":" << recon_iters;
   if (recon_drop > 0) o << ",\"recon_drop\":" << recon_drop;
   if (!level_sites.empty()) o << ",\"level_sites\":\"" << level_sites << "\"";
@@ -598,7 +603,8 @@ class Pipeline {
     auto one = [&](const char* site, QLinear& ql) {
       if (!ef_sites_.count(site) || bits(site) > kMaxSearchBits) return;
       ql.ef_damp = float(r_.ef_damp);
-      ql.ef_block = r_.ef_block > 0 && r_.ef_block < ql.in ? r_.ef_block : 0;
+      const int K = r_.ef_block > 0 ? r_.ef_block : r_.ef_wide_in > 0 && ql.in > r_.ef_wide_in ? r_.ef_wide_block : 0;
+      ql.ef_block = K > 0 && K < ql.in ? K : 0;
     };
     one("qkv", q.qkv);
     one("proj", q.proj);

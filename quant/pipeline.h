@@ -121,8 +121,17 @@ struct Recipe {
   // Error-feedback blocks (QLinear::ef_block, format reparq-quant-6): > 0 = each input row is
   // rounded in independent blocks of this many columns, so the executor's feedback work per
   // row is in * K / 2 instead of in^2 / 2 and its gains O(in K^2) instead of O(in^3) at load.
-  // 0 = one block (every preset). Written to the recipe JSON only when nonzero.
+  // 0 = one block. Written to the recipe JSON only when nonzero. Takes precedence over the
+  // wide-Linear rule below.
   int ef_block = 0;
+  // Wide Linears only (when ef_block is 0): a Linear with more than ef_wide_in inputs is rounded
+  // in blocks of ef_wide_block columns, the others in whole rows; ef_wide_in = 0 = off.
+  // reparq preset: 256 and 128 (session 15: on a briefly trained model with a 1536-wide fc2,
+  // blocks of 128 matched whole rows at W4A4 and beat them at W3A3, 3 calibration seeds; on a
+  // DeiT-S shape the executor is 2.7x faster and builds 13x faster; docs/RESULTS.md). No Linear
+  // of the bundled models is that wide: their files are unchanged.
+  int ef_wide_in = 0;
+  int ef_wide_block = 128;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).
   static Recipe preset(const std::string& method, int wbits, int abits);

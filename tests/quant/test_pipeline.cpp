@@ -541,6 +541,26 @@ TEST_F(Pipeline, ErrorFeedbackReachesTheFileAndTheExecutor) {
   EXPECT_FALSE(torch::equal(eb.sim, sim));
   std::printf("  with blocks of 16: logit MSE vs FP32 %.4g; executor/sim top-1 agreement %.3f\n",
               (eb.sim - fp).pow(2).mean().item<double>(), eb.agree);
+  // The wide-Linear rule (Recipe::ef_wide_in; the reparq preset's 256 / 128 scaled down to this
+  // model): only fc2 (64 inputs) is wider than 32, so only fc2 gets blocks.
+  EXPECT_EQ(Recipe::preset("reparq", 4, 4).ef_wide_in, 256);
+  EXPECT_EQ(Recipe::preset("reparq", 4, 4).ef_wide_block, 128);
+  EXPECT_EQ(Recipe::preset("repq-vit", 4, 4).ef_wide_in, 0);
+  r.ef_block = 0;
+  r.ef_wide_in = 32;
+  r.ef_wide_block = 16;
+  EXPECT_NE(r.to_json().find("\"ef_wide_in\":32,\"ef_wide_block\":16"), std::string::npos);
+  const QuantModel qw = quantize_model(*model_, *train_, r, o);
+  for (const QBlock& b : qw.blocks) {
+    for (const QLinear* x : {&b.qkv, &b.proj, &b.fc1}) EXPECT_EQ(x->ef_block, 0);
+    EXPECT_EQ(b.fc2.ef_block, 16);
+  }
+  // An explicit block size wins over the rule.
+  r.ef_block = 8;
+  EXPECT_EQ(r.to_json().find("ef_wide_in"), std::string::npos);
+  const QuantModel qe = quantize_model(*model_, *train_, r, o);
+  for (const QBlock& b : qe.blocks)
+    for (const QLinear* x : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) EXPECT_EQ(x->ef_block, 8);
 }
 
 // Recipe::col_shift (the reparq preset at <= 4-bit weights): the test model's LayerNorms have
