@@ -293,7 +293,8 @@ typedef float vo_f32x16 __attribute__((vector_size(64)));
 // blocks of 16. Inside a full block the 16 values sit in one vector per row and each rounding
 // updates the whole vector with the gains' row g[i][block] (zero at columns <= i, which are
 // rounded already: subtracting 0 changes nothing that is read again); the block's 16 errors then
-// update the columns after it, 16 at a time.
+// update the columns after it, 16 at a time. The AVX-512 and AVX2 builds first take groups of
+// 16 / 8 rows with the rows in the lanes instead (vo_ef_group_lanes, below).
 static inline uint8_t vo_ef_code(float ti, QuantParams q, const uint8_t* lut, float* e) {
   int32_t c = static_cast<int32_t>(vo_round_even(ti)) + q.zero;
   c = c < 0 ? 0 : c;

@@ -126,10 +126,11 @@ struct Recipe {
   int ef_block = 0;
   // Wide Linears only (when ef_block is 0): a Linear with more than ef_wide_in inputs is rounded
   // in blocks of ef_wide_block columns, the others in whole rows; ef_wide_in = 0 = off.
-  // reparq preset: 256 and 128 (session 15: on a briefly trained model with a 1536-wide fc2,
-  // blocks of 128 matched whole rows at W4A4 and beat them at W3A3, 3 calibration seeds; on a
-  // DeiT-S shape the executor is 2.7x faster and builds 13x faster; docs/RESULTS.md). No Linear
-  // of the bundled models is that wide: their files are unchanged.
+  // reparq preset: 256 and 128 (session 15, docs/RESULTS.md). On a DeiT-S shape the executor is
+  // 2.7x faster with it and builds 13x faster. On a briefly trained model with a 1536-wide fc2
+  // (3 calibration seeds), the rule (there: fc2 alone in blocks) was within noise of whole rows,
+  // and blocks of 128 at every Linear beat whole rows at W3A3. No Linear of the bundled models
+  // is that wide: their files are unchanged.
   int ef_wide_in = 0;
   int ef_wide_block = 128;
 
