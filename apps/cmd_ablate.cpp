@@ -201,6 +201,8 @@ int run_ablate(AblateArgs& a) {
     comps.push_back({base.ef_sites.empty() || base.ef_sites == "none" ? "with error-feedback rounding"
                                                                        : "round to nearest (no error feedback)",
                      [](Recipe& r) { r.ef_sites = r.ef_sites.empty() || r.ef_sites == "none" ? "qkv,proj,fc1,fc2" : "none"; }});
+    comps.push_back({base.attn_cls_dynamic ? "class-row softmax with the shared scale" : "class-row softmax with its own dynamic scale",
+                     [](Recipe& r) { r.attn_cls_dynamic = !r.attn_cls_dynamic; }});
     comps.push_back({base.col_shift ? "no weight column shifts" : "with weight column shifts",
                      [](Recipe& r) { r.col_shift = !r.col_shift; }});
     comps.push_back({base.recon_iters > 0 ? "no block reconstruction" : "with block reconstruction (200 steps)",

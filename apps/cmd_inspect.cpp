@@ -91,9 +91,10 @@ int run_inspect(InspectArgs& a) {
       const QBlock& b = q.blocks[i];
       std::printf(" block %zu\n", i);
       print_linear("attn.qkv", b.qkv);
-      std::printf("  %-22s q A%d, k A%d, v A%d; softmax %s %d-bit (clip %.4g%s)\n", "attention", b.q.bits, b.k.bits,
+      std::printf("  %-22s q A%d, k A%d, v A%d; softmax %s %d-bit (clip %.4g%s)%s\n", "attention", b.q.bits, b.k.bits,
                   b.v.bits, b.attn.kind.c_str(), b.attn.bits, b.attn.scale,
-                  b.attn.kind == "tanq" ? (", alpha " + std::to_string(b.attn.param)).c_str() : "");
+                  b.attn.kind == "tanq" ? (", alpha " + std::to_string(b.attn.param)).c_str() : "",
+                  b.attn_cls_dynamic ? "; class row uniform with its own dynamic scale" : "");
       print_linear("attn.proj", b.proj);
       print_linear("mlp.fc1", b.fc1);
       print_linear("mlp.fc2", b.fc2);

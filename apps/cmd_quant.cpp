@@ -33,7 +33,7 @@ struct QuantArgs {
   std::string softmax, target, ln_quant, weights, act;
   int gptq = -1, gptq_act_order = -1, exact_bias = -1, fold_head = -1, reparam = -1;
   int dual_clip_iters = -1;
-  int qk_balance = -1, v_balance = -1, bias_correct = -1, recon = -1, gelu_balance = -1, cls_bits = -1, col_shift = -1, ef_block = -1;
+  int qk_balance = -1, v_balance = -1, bias_correct = -1, recon = -1, gelu_balance = -1, cls_bits = -1, col_shift = -1, ef_block = -1, cls_attn_dynamic = -1;
   double recon_drop = -1;
   std::string a8;
   std::optional<std::string> level_sites, ef_sites;
@@ -89,6 +89,9 @@ int run_quantize(QuantArgs& a) {
   if (a.col_shift >= 0) r.col_shift = a.col_shift;
   if (a.ef_block >= 0) r.ef_block = a.ef_block, r.ef_wide_in = 0;   // every Linear alike
   if (a.cls_bits >= 0) r.cls_bits = a.cls_bits;
+  if (a.cls_attn_dynamic >= 0) r.attn_cls_dynamic = a.cls_attn_dynamic;
+  if (a.cls_attn_dynamic == 1 && r.cls_bits > 0)
+    throw UsageError("--cls-attn-dynamic 1 and --cls-bits both set how the class token's post-Softmax row is quantized; choose one");
   if (a.ef_sites) r.ef_sites = *a.ef_sites;
   if (a.ef_damp >= 0) r.ef_damp = a.ef_damp;
   if (!a.a8.empty()) r.a8_sites = a.a8;
@@ -228,6 +231,7 @@ void add_quant_commands(CLI::App& app, CommandList& cmds) {
   q->add_option("--level-sites", qa.level_sites, "Override: activation sites (<= 5 bits) with non-uniform levels, comma-separated (qkv, q, k, v, proj, fc1, fc2, head) or 'none' (reparq: fc2)");
   q->add_option("--cls-bits", qa.cls_bits, "Class token's row at every block activation site quantized with its own min-max quantizer of this many bits (2..8; 0 = off, the default). Mixed precision (file format reparq-quant-4)")
       ->check(CLI::IsMember({0, 2, 3, 4, 5, 6, 7, 8}));
+  q->add_option("--cls-attn-dynamic", qa.cls_attn_dynamic, "Override: the class token's post-Softmax row quantized with its own scale, computed at run time from the row's largest probability (1 or 0; reparq: 1 at <= 5-bit activations; file format reparq-quant-7)")->check(CLI::Range(0, 1));
   q->add_option("--ef-sites", qa.ef_sites, "Override: Linear inputs (<= 5 bits) rounded with error feedback through the Linear's weights, comma-separated (qkv, proj, fc1, fc2) or 'none' (reparq: all four; file format reparq-quant-5)");
   q->add_option("--ef-damp", qa.ef_damp, "Override: relative damping of W^T W for error-feedback rounding (default 0.1)")->check(CLI::Range(1e-9, 1e6));
   q->add_option("--recon-drop", qa.recon_drop, "Override: QDrop probability in block reconstruction (0 = off)")->check(CLI::Range(0.0, 1.0));

@@ -44,7 +44,7 @@ def i32(v):
 
 
 def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, classes=3, depth=1, kind=2, sbits=4, gelu_mul=False,
-           levels=False, v6=False):
+           levels=False, v6=False, v7=False):
     T = (image // patch) ** 2 + 1
     P = patch * patch
     lo, hi = -(1 << (wbits - 1)), (1 << (wbits - 1)) - 1
@@ -98,6 +98,8 @@ def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, 
         ts.append((p + "attn.softmax.params", "F32", [3], f32([1.0, 0.0, 1.0 / 255])))
         ts.append((p + "attn.softmax.thresholds", "F32", [L - 1], f32([2.0 ** (-0.5 - i) for i in range(L - 1)])))
         ts.append((p + "attn.softmax.lut", "U8", [L], bytes([max(0, 255 >> i) for i in range(L - 1)] + [0])))
+        if v7:  # format version 7: the class row's post-Softmax with its own dynamic scale
+            ts.append((p + "attn.softmax.cls_dynamic", "I32", [1], i32([1])))
         linear(p + "attn.proj", dim, dim)
         ts.append((p + "norm2.weight", "F32", [dim], f32([1.0] * dim)))
         ts.append((p + "norm2.bias", "F32", [dim], f32([0.0] * dim)))
@@ -108,7 +110,7 @@ def qmodel(wbits, abits, rng, align=0, dim=8, heads=2, image=4, patch=2, mlp=8, 
     ts.append(("norm.weight", "F32", [dim], f32([1.0] * dim)))
     ts.append(("norm.bias", "F32", [dim], f32([0.0] * dim)))
     linear("head", classes, dim)
-    meta = {"format": "reparq-quant-6" if v6 else "reparq-quant-3" if levels else "reparq-quant-2" if gelu_mul else "reparq-quant-1", "arch": "seed", "image_size": str(image), "patch_size": str(patch),
+    meta = {"format": "reparq-quant-7" if v7 else "reparq-quant-6" if v6 else "reparq-quant-3" if levels else "reparq-quant-2" if gelu_mul else "reparq-quant-1", "arch": "seed", "image_size": str(image), "patch_size": str(patch),
             "in_chans": "1", "embed_dim": str(dim), "depth": str(depth), "num_heads": str(heads),
             "mlp_hidden": str(mlp), "num_classes": str(classes), "ln_eps": "1e-06", "mean": "0.286",
             "std": "0.353"}
@@ -148,6 +150,7 @@ def main():
     put("qmodel", "tiny_w4a4_gelu_mul", qmodel(4, 4, rng, kind=1, sbits=4, gelu_mul=True))
     put("qmodel", "tiny_w4a8_levels", qmodel(4, 8, rng, kind=2, sbits=4, levels=True))
     put("qmodel", "tiny_w3a4_shift_efblock", qmodel(3, 4, rng, kind=1, sbits=4, v6=True))
+    put("qmodel", "tiny_w4a4_cls_dynamic", qmodel(4, 4, rng, kind=1, sbits=4, depth=2, v7=True))
     for name in sorted(os.listdir(os.path.join(src, "tests", "data"))):
         if name.endswith(".safetensors"):
             path = os.path.join(src, "tests", "data", name)

@@ -63,6 +63,7 @@ struct Block {
   // quantizers (cq, ck, cv: thirds of attn.qkv); null without them.
   const ClsQuant* cls = nullptr;
   Linear cq, ck, cv, cproj, cfc1, cfc2;
+  bool cls_dynamic = false;   // QBlock::attn_cls_dynamic (never with cls)
   // Error-feedback gains (ef_gains) of the Linears whose input rows are rounded with error
   // feedback (QLinear::ef_damp > 0); empty = round to nearest.
   std::vector<float> ef_qkv, ef_proj, ef_fc1, ef_fc2;
@@ -154,7 +155,15 @@ struct Executor::Impl {
   // then from them (s is overwritten) the post-Softmax row's codes (into codes[0..T)) and its
   // output, into cls_in.
   void cls_scores(const Block& blk, int64_t b, int64_t h, float* s) const;
+  // Row 0 of the raw scores s[0..T) -> exp(s_t * inv_sqrt_hd - max) in place (exp_row: the
+  // executor's exp); returns 1 / sum (the sum in double, in key order, then rounded to float).
+  float softmax_row0(float* s) const;
   void cls_attn_out(const Block& blk, int64_t b, int64_t h, float* s, uint8_t* codes);
+  // Dynamic class-row scale (Block::cls_dynamic), image b, head h: from row 0 of the raw scores
+  // s[0..T) (overwritten), the class token's post-Softmax codes (into codes[0..T)) and its
+  // attention output, into `a` as proj.input codes, or into `y` (float) when proj's input is
+  // rounded with error feedback.
+  void dynamic_cls_out(const Block& blk, const QBlock& qb, int64_t b, int64_t h, float* s, uint8_t* codes);
 };
 
 template <class F>
@@ -254,8 +263,9 @@ void Executor::Impl::check_model() {
     for (const ActQuant* a : {&b.q, &b.k, &b.v})
       if (!act_ok(*a)) fail(p + "attn q/k/v quantizer is invalid");
     if (T > gemm_max_k(8, 8)) fail("too many tokens for int32 accumulation of attention x V");
-    if (b.cls && q.dim / q.heads > kMaxClsHeadDim)
+    if ((b.cls || b.attn_cls_dynamic) && q.dim / q.heads > kMaxClsHeadDim)
       fail("class-token quantizers support head_dim <= " + std::to_string(kMaxClsHeadDim));
+    if (b.cls && b.attn_cls_dynamic) fail(p + "a dynamic class-row softmax scale cannot go with class-token quantizers");
     if (b.cls)
       for (const ActQuant* a : b.cls->sites())
         if (!act_ok(*a) || !a->lut.empty()) fail(p + "cls quantizer is invalid");
@@ -327,17 +337,20 @@ void Executor::Impl::cls_scores(const Block& blk, int64_t b, int64_t h, float* s
   }
 }
 
-void Executor::Impl::cls_attn_out(const Block& blk, int64_t b, int64_t h, float* s, uint8_t* pc) {
-  const ClsQuant& c = *blk.cls;
-  // Softmax of row 0 (exp_row: the executor's exp; the sum in double, in order), codes of the
-  // class row's quantizer.
+float Executor::Impl::softmax_row0(float* s) const {
   float mx = s[0];
   for (int64_t t = 1; t < T; ++t) mx = std::max(mx, s[t]);
   for (int64_t t = 0; t < T; ++t) s[t] = (s[t] - mx) * inv_sqrt_hd;
   ops->exp_row(s, int(T), s);
   double sum = 0;
   for (int64_t t = 0; t < T; ++t) sum += s[t];
-  const float inv = float(1.0 / sum);
+  return float(1.0 / sum);
+}
+
+void Executor::Impl::cls_attn_out(const Block& blk, int64_t b, int64_t h, float* s, uint8_t* pc) {
+  const ClsQuant& c = *blk.cls;
+  // Softmax of row 0, codes of the class row's quantizer.
+  const float inv = softmax_row0(s);
   for (int64_t t = 0; t < T; ++t) pc[t] = c.attn.quantize(s[t] * inv);
   // O[d] = sum_t (p_t - zp) (v_td - zv_d) * (sp * sv), quantized with the class row's proj input;
   // accumulated key by key, over contiguous v rows.
@@ -352,6 +365,38 @@ void Executor::Impl::cls_attn_out(const Block& blk, int64_t b, int64_t h, float*
     cls_in[size_t(b * D + h * hd + d)] = c.proj_in.quantize(float(acc[d]) * (c.attn.scale * blk.sv[size_t(d)]));
 }
 
+void Executor::Impl::dynamic_cls_out(const Block& blk, const QBlock& qb, int64_t b, int64_t h, float* s, uint8_t* pc) {
+  // Softmax of row 0; then c_t = nearbyint(p_t * (L / m)) in [0, L], m = max_t p_t, and
+  // O[d] = sum_t c_t (v_td - zv_d) * ((m / L) * sv_d).
+  const float inv = softmax_row0(s);
+  float m = 0.0f;
+  for (int64_t t = 0; t < T; ++t) {
+    s[t] *= inv;
+    m = std::max(m, s[t]);
+  }
+  const float L = float((1 << qb.attn.bits) - 1);
+  const float r = L / m, so = m / L;
+  for (int64_t t = 0; t < T; ++t) {
+    float c = s[t] * r;
+    c = c > 0.0f ? c : 0.0f;   // NaN -> 0
+    c = c < L ? c : L;
+    pc[t] = uint8_t(std::nearbyint(c));
+  }
+  int32_t acc[kMaxClsHeadDim] = {0};
+  const int32_t* zv = blk.zv.data();
+  for (int64_t t = 0; t < T; ++t) {
+    const int32_t pt = pc[t];
+    const int8_t* vr = vvals.data() + (b * T + t) * D + h * hd;
+    for (int64_t d = 0; d < hd; ++d) acc[d] += pt * (int32_t(vr[d]) - zv[d]);
+  }
+  const int64_t base = b * T * D + h * hd;
+  if (blk.ef_proj.empty()) {
+    for (int64_t d = 0; d < hd; ++d) a[size_t(base + d)] = qb.proj.input.quantize(float(acc[d]) * (so * blk.sv[size_t(d)]));
+  } else {
+    for (int64_t d = 0; d < hd; ++d) y[size_t(base + d)] = float(acc[d]) * (so * blk.sv[size_t(d)]);
+  }
+}
+
 void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch, bool cls_only) {
   const int64_t heads = m.heads;
   const int64_t pairs = batch * heads;
@@ -360,8 +405,12 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
   const QuantParams po = quant_params(qb.proj.input);
   // With class-token quantizers, query row 0 (the class token's q, post-Softmax row and output)
   // is computed apart, in exact integer arithmetic; the GEMMs run the other rows.
+  // With a dynamic class-row scale, the S GEMM computes row 0 too, and row 0's softmax, codes
+  // and output are computed apart (dynamic_cls_out).
   const ClsQuant* cls = blk.cls;
-  const int64_t r0 = cls ? 1 : 0;
+  const bool dyn = blk.cls_dynamic;
+  const int64_t r0 = cls ? 1 : 0;            // first row of the S GEMM
+  const int64_t s0 = cls || dyn ? 1 : 0;     // first row of the shared softmax codes and the O GEMM
   auto task = [&](int slot) {
     float* sc = scores.data() + int64_t(slot) * T * T;
     uint8_t* lv = levels.data() + int64_t(slot) * T * T;
@@ -387,17 +436,17 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
       g.sa = qb.q.scale;
       g.sw = blk.sk.data();
       g.rowsum_scratch = rs;
-      if (g.m > 0) {
-        gemm(kw, g, nullptr);
-        ops->softmax_levels(sc + r0 * T, T, int(T), g.m, inv_sqrt_hd, &blk.coder_view, lv + r0 * T, T);
-      }
+      if (g.m > 0) gemm(kw, g, nullptr);
+      if (mq - s0 > 0)
+        ops->softmax_levels(sc + s0 * T, T, int(T), int(mq - s0), inv_sqrt_hd, &blk.coder_view, lv + s0 * T, T);
       // O = levels x (v - zv), * (lut_scale*sv), quantized with proj.input (u8 epilogue).
       // v^T: hd channels, W[d][t] = v[t][d].
       repack_weights_s8(vw, vvals.data() + base, 1, D, int(hd), int(T), blk.zv.data(), isa, 8);
       if (cls) cls_attn_out(blk, b, h, sc, lv);
+      if (dyn) dynamic_cls_out(blk, qb, b, h, sc, lv);
       GemmArgs o;
-      o.m = int(mq - r0);
-      o.a = lv + r0 * T;
+      o.m = int(mq - s0);
+      o.a = lv + s0 * T;
       o.lda = T;
       o.za = 0;
       o.ldo = D;
@@ -405,13 +454,13 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
       o.sw = blk.sv.data();
       if (blk.ef_proj.empty()) {
         o.epilogue = Epilogue::Uint8;
-        o.out = a.data() + base + r0 * D;
+        o.out = a.data() + base + s0 * D;
         o.inv_so = po.inv_scale;
         o.zo = po.zero;
         o.out_bits = qb.proj.input.bits;
       } else {   // float output; the rows are rounded with error feedback after all heads
         o.epilogue = Epilogue::Float;
-        o.out = y.data() + base + r0 * D;
+        o.out = y.data() + base + s0 * D;
       }
       o.rowsum_scratch = rs;
       if (o.m > 0) gemm(vw, o, nullptr);
@@ -700,6 +749,7 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
     if (qb.proj.ef_damp > 0) ef_jobs.push_back({&qb.proj, &b.ef_proj});
     if (qb.fc1.ef_damp > 0) ef_jobs.push_back({&qb.fc1, &b.ef_fc1});
     if (qb.fc2.ef_damp > 0) ef_jobs.push_back({&qb.fc2, &b.ef_fc2});
+    b.cls_dynamic = qb.attn_cls_dynamic;
     if (qb.cls) {
       const ClsQuant& c = *qb.cls;
       b.cls = &c;

@@ -1,4 +1,4 @@
-// qmodel.cpp: reading and writing "reparq-quant-1" .. "reparq-quant-6" files (docs/FORMAT.md).
+// qmodel.cpp: reading and writing "reparq-quant-1" .. "reparq-quant-7" files (docs/FORMAT.md).
 #include "kernels/qmodel.h"
 
 #include <cstring>
@@ -29,6 +29,9 @@ const char* const kFormat5 = "reparq-quant-5";
 // Version 6 = version 5 + optional power-of-two weight column factors (<p>.weight_shift) and
 // error-feedback blocks (<p>.input.ef_block), FORMAT.md; written only when some Linear has them.
 const char* const kFormat6 = "reparq-quant-6";
+// Version 7 = version 6 + the optional dynamic scale of the class token's post-Softmax row
+// (blocks.i.attn.softmax.cls_dynamic), FORMAT.md; written only when some block has it.
+const char* const kFormat7 = "reparq-quant-7";
 // Tensor names of ClsQuant::sites(), in its order.
 const char* const kClsSites[] = {"qkv.input", "q", "k", "softmax", "proj.input", "fc1.input", "fc2.input"};
 const char* const kKinds[] = {"uniform", "log2", "logsqrt2", "tanq"};
@@ -208,6 +211,10 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
     W.linear(p + "mlp.fc1", b.fc1);
     W.linear(p + "mlp.fc2", b.fc2);
     if (!b.fc2_in_mul.empty()) W.f32(p + "mlp.fc2.input_mul", b.fc2_in_mul);
+    if (b.attn_cls_dynamic) {
+      if (b.cls) throw Error(kExitInternal, "a block with class-token quantizers cannot also have a dynamic class-row softmax scale");
+      W.i32(p + "attn.softmax.cls_dynamic", {1});
+    }
     if (b.cls) {
       for (int j = 0; j < 7; ++j) {
         const ActQuant& a = *b.cls->sites()[size_t(j)];
@@ -222,17 +229,19 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
   for (const auto& [k, v] : m.metadata) W.w.set_metadata(k, v);
   bool v2 = false, v3 = !m.head.input.lut.empty(), v4 = false, v5 = false;
   bool v6 = !m.patch_embed.w_shift.empty() || !m.head.w_shift.empty();
+  bool v7 = false;
   for (const QBlock& b : m.blocks) {
     for (const QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) v6 = v6 || !l->w_shift.empty() || l->ef_block > 0;
     for (const QLinear* l : {&b.qkv, &b.proj, &b.fc1, &b.fc2}) v5 = v5 || l->ef_damp > 0;
     v2 = v2 || !b.fc2_in_mul.empty();
     v4 = v4 || b.cls.has_value();
+    v7 = v7 || b.attn_cls_dynamic;
     for (const ActQuant* a : {&b.qkv.input, &b.q, &b.k, &b.v, &b.proj.input, &b.fc1.input, &b.fc2.input})
       v3 = v3 || !a->lut.empty();
   }
   if (m.patch_embed.ef_damp > 0 || m.head.ef_damp > 0)
     throw Error(kExitInternal, "error-feedback rounding is for the blocks' Linears only");
-  W.w.set_metadata("format", v6 ? kFormat6 : v5 ? kFormat5 : v4 ? kFormat4 : v3 ? kFormat3 : v2 ? kFormat2 : kFormat);
+  W.w.set_metadata("format", v7 ? kFormat7 : v6 ? kFormat6 : v5 ? kFormat5 : v4 ? kFormat4 : v3 ? kFormat3 : v2 ? kFormat2 : kFormat);
   W.w.set_metadata("arch", m.arch);
   W.w.set_metadata("image_size", std::to_string(m.image_size));
   W.w.set_metadata("patch_size", std::to_string(m.patch));
@@ -249,7 +258,8 @@ void save_quant_model(const QuantModel& m, const std::string& path) {
 }
 
 bool is_quant_model_format(const std::string& fmt) {
-  return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5 || fmt == kFormat6;
+  return fmt == kFormat || fmt == kFormat2 || fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5 || fmt == kFormat6 ||
+         fmt == kFormat7;
 }
 
 bool is_quant_model_file(const std::string& path) {
@@ -265,11 +275,12 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
   if (!is_quant_model_format(fmt))
     R.fail(fmt.empty() ? "not a reparq quantized model (no 'format' metadata; a float model? quantize it first)"
                        : "format '" + fmt + "' is not supported (expected " + kFormat + ", " + kFormat2 + ", " + kFormat3 +
-                             ", " + kFormat4 + ", " + kFormat5 + " or " + kFormat6 + ")");
-  R.v3 = fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5 || fmt == kFormat6;
+                             ", " + kFormat4 + ", " + kFormat5 + ", " + kFormat6 + " or " + kFormat7 + ")");
+  R.v3 = fmt == kFormat3 || fmt == kFormat4 || fmt == kFormat5 || fmt == kFormat6 || fmt == kFormat7;
   const bool v4 = R.v3 && fmt != kFormat3;
-  R.v5 = fmt == kFormat5 || fmt == kFormat6;
-  R.v6 = fmt == kFormat6;
+  R.v5 = fmt == kFormat5 || fmt == kFormat6 || fmt == kFormat7;
+  R.v6 = fmt == kFormat6 || fmt == kFormat7;
+  const bool v7 = fmt == kFormat7;
   QuantModel m;
   m.metadata = f.metadata();
   m.arch = f.meta_str("arch", "vit");
@@ -347,6 +358,13 @@ QuantModel load_quant_model(const SafeTensorsFile& f) {
         bad(!a.lut.empty(), "'" + p + "cls." + kClsSites[j] + "' must not have a level table");
       }
       b.cls = c;
+    }
+    if (f.find(p + "attn.softmax.cls_dynamic")) {
+      bad(!v7, "'" + p + "attn.softmax.cls_dynamic' needs format " + std::string(kFormat7) + " (the file says " + fmt + ")");
+      const auto d = R.i32(p + "attn.softmax.cls_dynamic", {1});
+      bad(d[0] != 1, "'" + p + "attn.softmax.cls_dynamic' must be 1, found " + std::to_string(d[0]));
+      bad(b.cls.has_value(), "'" + p + "attn.softmax.cls_dynamic' cannot go with class-token quantizers (" + p + "cls.*)");
+      b.attn_cls_dynamic = true;
     }
     bad(i > 0 && b.cls.has_value() != m.blocks[0].cls.has_value(),
         "'" + p + "cls.*': class-token quantizers must be in every block or in none");

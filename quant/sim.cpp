@@ -87,6 +87,15 @@ torch::Tensor fake_quant_attn(const torch::Tensor& a, const AttnQuant& q) {
   return vec(lv).index({c});
 }
 
+torch::Tensor fake_quant_attn_row_dynamic(const torch::Tensor& a, int bits) {
+  const float L = float((1 << bits) - 1);
+  torch::Tensor m = a.amax(-1, /*keepdim=*/true);
+  // L / m and m / L in float32, as the executor computes them; NaN codes -> 0.
+  const torch::Tensor Lt = torch::full_like(m, L);
+  torch::Tensor c = (a * (Lt / m)).nan_to_num(0.0, L, 0.0).clamp(0.0, L).round();
+  return c * (m / Lt);
+}
+
 SimModel::SimModel(const QuantModel& q)
     : image_size(q.image_size), patch(q.patch), in_chans(q.in_chans), dim(q.dim), depth(q.depth),
       heads(q.heads), num_classes(q.num_classes), ln_eps(q.ln_eps), mean(q.mean), std(q.std) {
@@ -98,7 +107,7 @@ SimModel::SimModel(const QuantModel& q)
     s.ln1_w = vec(b.ln1_w); s.ln1_b = vec(b.ln1_b);
     s.ln2_w = vec(b.ln2_w); s.ln2_b = vec(b.ln2_b);
     s.qkv = from_q(b.qkv); s.proj = from_q(b.proj); s.fc1 = from_q(b.fc1); s.fc2 = from_q(b.fc2);
-    s.q = b.q; s.k = b.k; s.v = b.v; s.attn = b.attn; s.cls = b.cls;
+    s.q = b.q; s.k = b.k; s.v = b.v; s.attn = b.attn; s.cls = b.cls; s.attn_cls_dynamic = b.attn_cls_dynamic;
     if (!b.fc2_in_mul.empty()) s.fc2_in_mul = vec(b.fc2_in_mul);
     blocks.push_back(std::move(s));
   }
@@ -196,6 +205,12 @@ torch::Tensor sim_block_forward(const SimBlock& s, const torch::Tensor& x, int64
     // Straight-through when learning (block reconstruction); the exact levels otherwise.
     torch::Tensor aq = a.requires_grad() ? a + (fake_quant_attn(a.detach(), *s.attn) - a.detach())
                                          : fake_quant_attn(a, *s.attn);
+    if (s.attn_cls_dynamic && !s.cls) {   // the class token's query row with its own scale
+      torch::Tensor r = a.narrow(2, 0, 1);
+      torch::Tensor rq = r.requires_grad() ? r + (fake_quant_attn_row_dynamic(r.detach(), s.attn->bits) - r.detach())
+                                           : fake_quant_attn_row_dynamic(r, s.attn->bits);
+      aq = torch::cat({rq, aq.narrow(2, 1, aq.size(2) - 1)}, 2);
+    }
     a = s.cls ? cls_row(a, aq, s.cls->attn, 2) : aq;
   }
   h = torch::matmul(a, v).transpose(1, 2).reshape({B, N, D});

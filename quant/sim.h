@@ -33,6 +33,7 @@ struct SimBlock {
   std::optional<ActQuant> q, k, v;
   std::optional<AttnQuant> attn;
   std::optional<ClsQuant> cls;       // the class token's row (QBlock::cls)
+  bool attn_cls_dynamic = false;     // the class token's post-Softmax row with its own scale (QBlock)
   at::Tensor fc2_in_mul;             // [H] GELU output multiplier (QBlock::fc2_in_mul); undefined = none
 };
 
@@ -81,6 +82,10 @@ at::Tensor quant_codes(const at::Tensor& x, const ActQuant& q);
 at::Tensor ef_fake_quant(const at::Tensor& x, const at::Tensor& g, const ActQuant& q);
 // Post-Softmax quantize-dequantize through thresholds and the LUT (FORMAT.md).
 at::Tensor fake_quant_attn(const at::Tensor& a, const AttnQuant& q);
+// Quantize-dequantize of post-Softmax rows a [..., T] with each row's own scale
+// (QBlock::attn_cls_dynamic, FORMAT.md): codes nearbyint(p * (L / m)) in [0, L], m = the row's
+// max, L = 2^bits - 1, values codes * (m / L).
+at::Tensor fake_quant_attn_row_dynamic(const at::Tensor& a, int bits);
 
 EvalResult evaluate_sim(const SimModel& m, const ImageSet& set, int64_t limit, int64_t batch,
                         const std::string& label, bool keep_logits = false);

@@ -76,6 +76,7 @@ struct Cfg {
   bool ef = false;         // error-feedback rounding at every block Linear's input (ef_damp 0.01)
   bool col_shift = false;  // random weight column shifts (QLinear::w_shift) at every Linear
   int ef_block = 0;        // with ef: error-feedback blocks of this many columns (QLinear::ef_block)
+  bool cls_dynamic = false;  // every block's class-row post-Softmax with its own scale (QBlock::attn_cls_dynamic)
 };
 
 QLinear rand_linear(std::mt19937& rng, int64_t out, int64_t in, int wbits, int abits) {
@@ -235,6 +236,10 @@ struct Ref {
             double a = s[j] / sum;
             if (cq != nullptr && i == 0) {
               a = q({a}, cq->attn)[0];   // the class token's post-Softmax row: uniform
+            } else if (b.attn_cls_dynamic && i == 0 && calib == nullptr) {
+              // its own scale m / L, m = the row's largest probability = 1 / sum (FORMAT.md)
+              const double L = double((1 << b.attn.bits) - 1), mrow = 1.0 / sum;
+              a = std::nearbyint(a * (L / mrow)) * (mrow / L);
             } else if (calib == nullptr) {
               int c = 0;
               while (c < int(b.attn.thresholds.size()) && a < b.attn.thresholds[c]) ++c;
@@ -308,6 +313,7 @@ QuantModel make_model(const Cfg& c, uint32_t seed) {
     b.attn = make_attn(kind, c.attn_bits[i % c.attn_bits.size()], 1.0f);
     if (c.gelu_mul)
       for (int64_t j = 0; j < c.mlp; ++j) b.fc2_in_mul.push_back(std::exp(0.7f * nd(rng)));
+    b.attn_cls_dynamic = c.cls_dynamic;
     if (c.cls_bits > 0) {
       ClsQuant cq;
       for (ActQuant* a : cq.sites()) a->bits = c.cls_bits;
@@ -500,6 +506,16 @@ static void expect_same_logits_everywhere(const QuantModel& m, const Cfg& c, con
       }
 }
 
+// `m` with its head input quantizer widened to 8 bits over the same range (the sabotage tests
+// below: a 4-bit head input absorbs the last block's smaller changes on a few images).
+static QuantModel with_8bit_head_input(QuantModel m) {
+  ActQuant& hi = m.head.input;
+  hi.zero = int32_t(std::lround(hi.zero * 255.0 / hi.qmax()));
+  hi.scale = hi.scale * float(hi.qmax()) / 255.0f;
+  hi.bits = 8;
+  return m;
+}
+
 // Class-token quantizers (FORMAT.md, blocks.i.cls.*): the class rows at 8 bits in a W4A4
 // model, through the GEMMs, the attention's row 0 and column 0, and the last block's class-only
 // path.
@@ -515,11 +531,7 @@ TEST(Executor, MatchesReferenceClassTokenQuantizers) {
   // Sabotage: each class quantizer of every block is used (coarsening any one changes the
   // logits), and so are they all together. (With an 8-bit head input: the 4-bit one absorbs
   // the last block's smaller changes on these few images.)
-  QuantModel m = make_model(c, 12);
-  ActQuant& hi = m.head.input;
-  hi.zero = int32_t(std::lround(hi.zero * 255.0 / hi.qmax()));
-  hi.scale = hi.scale * float(hi.qmax()) / 255.0f;
-  hi.bits = 8;
+  QuantModel m = with_8bit_head_input(make_model(c, 12));
   std::mt19937 rng(13);
   std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
   std::vector<float> a(4 * c.classes), b(4 * c.classes);
@@ -543,6 +555,41 @@ TEST(Executor, MatchesReferenceClassTokenQuantizers) {
   bad = m;
   bad.blocks[0].cls->fc2_in.lut.assign(256, 0);
   EXPECT_THROW(Executor(bad, Isa::Scalar, 1), InputError);
+}
+
+// Dynamic class-row post-Softmax scale (FORMAT.md, blocks.i.attn.softmax.cls_dynamic) in a
+// W4A4 model with three post-Softmax kinds: through the S GEMM's row 0, the attention's own
+// row-0 output, the last block's class-only path, and with error feedback at proj's input.
+TEST(Executor, MatchesReferenceDynamicClassRow) {
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.depth = 3;
+  c.cls_dynamic = true;
+  c.kinds = {"logsqrt2", "uniform", "log2"};
+  c.attn_bits = {4, 3, 4};
+  check_against_reference(c, 14);
+  Cfg e = c;
+  e.ef = true;
+  check_against_reference(e, 15);
+  // Sabotage: switching the dynamic row off in any one block changes the logits (with an
+  // 8-bit head input, as above).
+  QuantModel m = with_8bit_head_input(make_model(c, 14));
+  std::mt19937 rng(16);
+  std::vector<uint8_t> imgs = rand_images(rng, 4, c.image);
+  std::vector<float> a(4 * c.classes), b(4 * c.classes);
+  Executor(m, Isa::Scalar, 1).run(imgs.data(), 4, a.data());
+  for (size_t blk = 0; blk < m.blocks.size(); ++blk) {
+    QuantModel p = m;
+    p.blocks[blk].attn_cls_dynamic = false;
+    Executor(p, Isa::Scalar, 1).run(imgs.data(), 4, b.data());
+    EXPECT_NE(a, b) << "block " << blk;
+  }
+  expect_same_logits_everywhere(m, c, imgs, a);
+  // With class-token quantizers (their own class-row softmax quantizer): refused.
+  Cfg cc = c;
+  cc.cls_bits = 8;
+  EXPECT_THROW(Executor(make_model(cc, 14), Isa::Scalar, 1), InputError);
 }
 
 // The logits of `imgs` (4 images of c.image pixels squared) on Isa::Scalar, one thread.
@@ -1607,6 +1654,44 @@ TEST(QuantModelFile, ColumnShiftsRoundTripAndRejections) {
   save_quant_model(m8, w8);
   expect_rejected(w8, "needs weights of at most 7 bits");
   std::remove(w8.c_str());
+  std::remove(good.c_str());
+  std::remove(bad.c_str());
+}
+
+TEST(QuantModelFile, DynamicClassRowRoundTripAndRejections) {
+  Cfg c;
+  c.wbits = 4;
+  c.abits = 4;
+  c.cls_dynamic = true;
+  QuantModel m = make_model(c, 52);
+  m.blocks[0].attn_cls_dynamic = false;   // per block
+  const std::string good = tmp_path("cdyn"), bad = tmp_path("cdyn_bad");
+  const QuantModel l = save_and_load(m, good, "reparq-quant-7", "a file with a dynamic class-row scale is version 7");
+  EXPECT_FALSE(l.blocks[0].attn_cls_dynamic);
+  EXPECT_TRUE(l.blocks[1].attn_cls_dynamic);
+  expect_same_executor_logits(m, l, c, 53);
+  // In a version-6 file, or any value but 1: refused.
+  expect_needs_format(good, bad, "reparq-quant-6", "reparq-quant-7");
+  expect_element_rejected(good, bad, "blocks.1.attn.softmax.cls_dynamic", 0, int32_t(2));
+  // With class-token quantizers in the same block: refused by the writer and by the reader.
+  Cfg cc = c;
+  cc.cls_bits = 8;
+  const QuantModel mc = make_model(cc, 54);
+  EXPECT_THROW(save_quant_model(mc, bad), Error);
+  QuantModel mc_ok = mc;
+  for (QBlock& q : mc_ok.blocks) q.attn_cls_dynamic = false;
+  save_quant_model(mc_ok, good);
+  rewrite(good, bad, [](Tensor&) { return true; }, [](std::map<std::string, std::string>& md) { md["format"] = "reparq-quant-7"; });
+  {
+    SafeTensorsFile f = SafeTensorsFile::open(bad);
+    SafeTensorsWriter w;
+    for (const TensorView& v : f.tensors()) w.add(v.name, v.dtype, v.shape, v.data, v.nbytes);
+    const int32_t one = 1;
+    w.add("blocks.0.attn.softmax.cls_dynamic", DType::I32, {1}, &one, 4);
+    for (const auto& [k, v] : f.metadata()) w.set_metadata(k, v);
+    w.write(good);
+  }
+  expect_rejected(good, "cannot go with class-token quantizers");
   std::remove(good.c_str());
   std::remove(bad.c_str());
 }

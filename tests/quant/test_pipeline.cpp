@@ -507,6 +507,7 @@ TEST_F(Pipeline, ErrorFeedbackReachesTheFileAndTheExecutor) {
   QuantizeOptions o;
   o.calib_samples = 32;
   Recipe r = Recipe::preset("reparq", 4, 4);
+  r.attn_cls_dynamic = false;   // (the files below are format 6; format 7 is tested on its own)
   r.ef_sites = "none";
   const QuantModel plain = quantize_model(*model_, *train_, r, o);
   r.ef_sites = "qkv,proj,fc1,fc2";   // (the reparq preset's)
@@ -573,6 +574,7 @@ TEST_F(Pipeline, ColumnShiftsTakeTheLargeFoldedColumns) {
   QuantizeOptions o;
   o.calib_samples = 32;
   Recipe r = Recipe::preset("reparq", 3, 4);
+  r.attn_cls_dynamic = false;   // (format 6 below)
   EXPECT_TRUE(r.col_shift);
   EXPECT_FALSE(Recipe::preset("reparq", 8, 8).col_shift);
   EXPECT_FALSE(Recipe::preset("repq-vit", 4, 4).col_shift);
@@ -597,4 +599,45 @@ TEST_F(Pipeline, ColumnShiftsTakeTheLargeFoldedColumns) {
   std::printf("  W3A4 relative logit error vs FP32: %.4f without, %.4f with column shifts; executor/sim top-1 agreement %.3f\n",
               e_plain, e_shift, agree);
   EXPECT_LT(e_shift, e_plain);
+}
+
+// Recipe::attn_cls_dynamic (the reparq preset at <= 5-bit activations): every block's class-row
+// post-Softmax gets its own run-time scale; the file (format 7) loads back to the same logits,
+// the executor agrees with the sim, and switching the row back to the shared quantizer in any
+// one block changes the logits. --cls-bits wins over it.
+TEST_F(Pipeline, DynamicClassRowReachesTheFileAndTheExecutor) {
+  torch::NoGradGuard ng;
+  QuantizeOptions o;
+  o.calib_samples = 32;
+  Recipe r = Recipe::preset("reparq", 4, 4);
+  EXPECT_TRUE(r.attn_cls_dynamic);
+  EXPECT_TRUE(Recipe::preset("reparq", 3, 3).attn_cls_dynamic);
+  EXPECT_FALSE(Recipe::preset("reparq", 8, 8).attn_cls_dynamic);
+  EXPECT_FALSE(Recipe::preset("reparq", 4, 8).attn_cls_dynamic);
+  EXPECT_FALSE(Recipe::preset("repq-vit", 4, 4).attn_cls_dynamic);
+  EXPECT_NE(r.to_json().find("\"attn_cls_dynamic\":true"), std::string::npos);
+  const QuantModel q = quantize_model(*model_, *train_, r, o);
+  for (const QBlock& b : q.blocks) EXPECT_TRUE(b.attn_cls_dynamic);
+  const auto [l, sim, agree] = file_and_engines(q, "cdyn.safetensors");
+  EXPECT_EQ(l.metadata.at("format"), "reparq-quant-7");
+  for (size_t i = 0; i < l.blocks.size(); ++i) {
+    QuantModel p = l;
+    p.blocks[i].attn_cls_dynamic = false;
+    EXPECT_FALSE(torch::equal(SimModel(p).forward(px200_), sim)) << "block " << i;
+  }
+  r.attn_cls_dynamic = false;
+  EXPECT_EQ(r.to_json().find("attn_cls_dynamic"), std::string::npos);
+  const QuantModel shared = quantize_model(*model_, *train_, r, o);
+  const torch::Tensor fp = SimModel(*model_).forward(px200_);
+  std::printf("  W4A4 relative logit error vs FP32: class row shared %.4f, dynamic %.4f; executor/sim top-1 agreement %.3f\n",
+              rel_err(SimModel(shared).forward(px200_), fp), rel_err(sim, fp), agree);
+  // Class-token quantizers (--cls-bits) quantize that row their own way: they win.
+  r.attn_cls_dynamic = true;
+  r.cls_bits = 8;
+  EXPECT_EQ(r.to_json().find("attn_cls_dynamic"), std::string::npos);
+  const QuantModel c8 = quantize_model(*model_, *train_, r, o);
+  for (const QBlock& b : c8.blocks) {
+    EXPECT_FALSE(b.attn_cls_dynamic);
+    EXPECT_TRUE(b.cls.has_value());
+  }
 }
