@@ -133,11 +133,11 @@ struct QBlock {
   // recipe divides fc2's weight columns by m_c (FORMAT.md, "GELU output multiplier").
   std::vector<float> fc2_in_mul;
   std::optional<ClsQuant> cls;       // class-token quantizers (recipe cls_bits), or none
-  // Dynamic scale of the class token's post-Softmax row (format 7, FORMAT.md "Class-row
-  // post-Softmax scale"): when set, the class token's query row of every head is quantized to
-  // attn.bits uniform codes c_t = nearbyint(p_t * (L / m)), L = 2^bits - 1, m = the row's
-  // largest probability, and dequantized with the row's own scale m / L; the other rows keep
-  // `attn`. Not with `cls` (which has its own class-row quantizer).
+  // Dynamic scale of the class token's post-Softmax row (format 7, FORMAT.md "Dynamic
+  // class-row post-Softmax scale"): when set, the class token's query row of every head is
+  // quantized to attn.bits uniform codes c_t = nearbyint(p_t * (L / m)), L = 2^bits - 1, m =
+  // the row's largest probability, and dequantized with the row's own scale m / L; the other
+  // rows keep `attn`. Not with `cls` (which has its own class-row quantizer).
   bool attn_cls_dynamic = false;
 };
 

@@ -136,12 +136,12 @@ struct Recipe {
   // Dynamic scale of the class token's post-Softmax row (ours, session 16; QBlock::
   // attn_cls_dynamic, format reparq-quant-7): the class token's query row of every head gets
   // uniform codes of the softmax's bits with the row's own scale, m / (2^b - 1), m = the row's
-  // largest probability (known at run time: the softmax computes it), and the shared
-  // post-Softmax quantizer is fitted to the other rows. Still b-bit codes: a per-row scale
-  // computed at run time, not a wider code. Session 10 found the class row carrying about half
-  // of the W4A4 loss; a shared static quantizer fits its spread-out attention badly.
-  // Not with cls_bits (which quantizes that row its own way): cls_bits wins. reparq preset:
-  // on at <= 5-bit activations (docs/RESULTS.md, "Session 16").
+  // largest probability (known at run time: the softmax computes it). Still b-bit codes: a
+  // per-row scale computed at run time, not a wider code. Calibration and reconstruction run
+  // with the shared quantizer on that row; the flag is set in the finished file only. Session
+  // 10 found the class row carrying about half of the W4A4 loss; no static clip suited its
+  // post-Softmax row (docs/RESULTS.md, "Session 16"). Not with cls_bits (which quantizes that
+  // row its own way): cls_bits wins. reparq preset: on at <= 5-bit activations.
   bool attn_cls_dynamic = false;
 
   // Fills the fields from `method` and the bit widths (see docs/RESULTS.md for what each is).

@@ -47,6 +47,8 @@ expect 1 "unknown --method 'nope'" -- "$B" quantize "$M" -o "$T/o.st" --method n
 expect 1 "--cls-bits" -- "$B" quantize "$M" -o "$T/o.st" --cls-bits 9
 expect 1 "--col-shift" -- "$B" quantize "$M" -o "$T/o.st" --col-shift 2                           # U7
 expect 1 "--ef-block" -- "$B" quantize "$M" -o "$T/o.st" --ef-block -1                            # U8
+expect 1 "--cls-attn-dynamic" -- "$B" quantize "$M" -o "$T/o.st" --cls-attn-dynamic 2
+expect 1 "choose one" -- "$B" quantize "$M" -o "$T/o.st" --cls-attn-dynamic 1 --cls-bits 8
 expect 1 "--calib must be positive" -- "$B" quantize "$M" -o "$T/o.st" --calib 0 -q
 expect 1 "larger than the training set" -- "$B" quantize "$M" -o "$T/o.st" --calib 60001 -q
 expect 2 "garbage.safetensors" -- "$B" eval "$T/garbage.safetensors" -q
