@@ -63,7 +63,6 @@ struct Block {
   // quantizers (cq, ck, cv: thirds of attn.qkv); null without them.
   const ClsQuant* cls = nullptr;
   Linear cq, ck, cv, cproj, cfc1, cfc2;
-  bool cls_dynamic = false;   // QBlock::attn_cls_dynamic (never with cls)
   // Error-feedback gains (ef_gains) of the Linears whose input rows are rounded with error
   // feedback (QLinear::ef_damp > 0); empty = round to nearest.
   std::vector<float> ef_qkv, ef_proj, ef_fc1, ef_fc2;
@@ -159,7 +158,7 @@ struct Executor::Impl {
   // executor's exp); returns 1 / sum (the sum in double, in key order, then rounded to float).
   float softmax_row0(float* s) const;
   void cls_attn_out(const Block& blk, int64_t b, int64_t h, float* s, uint8_t* codes);
-  // Dynamic class-row scale (Block::cls_dynamic), image b, head h: from row 0 of the raw scores
+  // Dynamic class-row scale (QBlock::attn_cls_dynamic), image b, head h: from row 0 of the raw scores
   // s[0..T) (overwritten), the class token's post-Softmax codes (into codes[0..T)) and its
   // attention output, into `a` as proj.input codes, or into `y` (float) when proj's input is
   // rounded with error feedback.
@@ -408,7 +407,7 @@ void Executor::Impl::attention(const Block& blk, const QBlock& qb, int64_t batch
   // With a dynamic class-row scale, the S GEMM computes row 0 too, and row 0's softmax, codes
   // and output are computed apart (dynamic_cls_out).
   const ClsQuant* cls = blk.cls;
-  const bool dyn = blk.cls_dynamic;
+  const bool dyn = qb.attn_cls_dynamic;
   const int64_t r0 = cls ? 1 : 0;            // first row of the S GEMM
   const int64_t s0 = cls || dyn ? 1 : 0;     // first row of the shared softmax codes and the O GEMM
   auto task = [&](int slot) {
@@ -749,7 +748,6 @@ Executor::Executor(const QuantModel& model, Isa isa, int threads) : impl_(new Im
     if (qb.proj.ef_damp > 0) ef_jobs.push_back({&qb.proj, &b.ef_proj});
     if (qb.fc1.ef_damp > 0) ef_jobs.push_back({&qb.fc1, &b.ef_fc1});
     if (qb.fc2.ef_damp > 0) ef_jobs.push_back({&qb.fc2, &b.ef_fc2});
-    b.cls_dynamic = qb.attn_cls_dynamic;
     if (qb.cls) {
       const ClsQuant& c = *qb.cls;
       b.cls = &c;
